@@ -1,0 +1,409 @@
+//! The filesystem driver: one directory tree, the same one Distribution's `filesystem`
+//! driver writes, so either program can serve the other's data.
+//!
+//! Durability: a small object is written to a temporary file beside its target, fsynced,
+//! renamed over the target and the directory fsynced (the rename is atomic on POSIX; the
+//! directory fsync makes it survive a power cut — see garage's `write_block_inner` and
+//! <https://lwn.net/Articles/457667/>). Large writes go through a dedicated blocking thread fed
+//! by a bounded channel, so the async side hashes the next chunk while this one hits the disk,
+//! and memory stays bounded by the channel's depth.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::io::ReaderStream;
+
+use crate::{ByteStream, FileWriter, Metadata, Result, StorageDriver, StorageError, StoragePath};
+
+const NAME: &str = "filesystem";
+/// Chunks in flight between the request and the writer thread.
+const WRITE_QUEUE_DEPTH: usize = 16;
+/// Read buffer for streaming blobs out.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A driver over a local directory.
+#[derive(Debug, Clone)]
+pub struct FsDriver {
+    root: Arc<PathBuf>,
+}
+
+impl FsDriver {
+    /// A driver rooted at `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(FsDriver {
+            root: Arc::new(root),
+        })
+    }
+
+    /// The directory this driver serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &StoragePath) -> PathBuf {
+        if path.as_str().is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(path.as_str())
+        }
+    }
+
+    fn err(op: &'static str, path: &StoragePath, e: io::Error) -> StorageError {
+        if e.kind() == io::ErrorKind::NotFound {
+            StorageError::NotFound {
+                driver: NAME,
+                path: path.clone(),
+            }
+        } else {
+            StorageError::Io {
+                driver: NAME,
+                op,
+                path: path.clone(),
+                source: e,
+            }
+        }
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent that gained an entry so the
+/// new directories survive a crash along with the file later renamed into them.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a temporary file unless disarmed, so a failed write leaves nothing behind.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn put_atomic(target: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = target.parent().ok_or_else(|| io::Error::other("no parent"))?;
+    create_dirs_durably(dir)?;
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    // A leading dot and a random suffix: never a valid link or blob name, never shared
+    // between concurrent writers of the same target.
+    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut guard = TempGuard(Some(tmp.clone()));
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, target)?;
+    guard.0 = None;
+    sync_dir(dir)
+}
+
+#[async_trait]
+impl StorageDriver for FsDriver {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn get(&self, path: &StoragePath) -> Result<Bytes> {
+        match tokio::fs::read(self.full(path)).await {
+            Ok(v) => Ok(Bytes::from(v)),
+            // Reading a directory is "nothing stored here" for a key-value view.
+            Err(e) if e.raw_os_error() == Some(21) => Err(StorageError::NotFound {
+                driver: NAME,
+                path: path.clone(),
+            }),
+            Err(e) => Err(Self::err("read", path, e)),
+        }
+    }
+
+    async fn put(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        let target = self.full(path);
+        blocking(move || put_atomic(&target, &content))
+            .await
+            .map_err(|e| Self::err("write", path, e))
+    }
+
+    async fn reader(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream> {
+        let mut f = tokio::fs::File::open(self.full(path))
+            .await
+            .map_err(|e| Self::err("open", path, e))?;
+        let size = f
+            .metadata()
+            .await
+            .map_err(|e| Self::err("stat", path, e))?
+            .len();
+        if offset > size {
+            return Err(StorageError::InvalidOffset {
+                driver: NAME,
+                path: path.clone(),
+                offset,
+            });
+        }
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(|e| Self::err("seek", path, e))?;
+        }
+        let len = len.unwrap_or(size - offset).min(size - offset);
+        Ok(ReaderStream::with_capacity(f.take(len), READ_CHUNK).boxed())
+    }
+
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let (file, size) = blocking(move || {
+            if let Some(dir) = full.parent() {
+                create_dirs_durably(dir)?;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(!append)
+                .open(&full)?;
+            let size = f.seek(SeekFrom::End(0))?;
+            Ok((f, size))
+        })
+        .await
+        .map_err(|e| Self::err("open", path, e))?;
+        Ok(Box::new(FsWriter::spawn(file, size, path.clone())))
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
+        let m = tokio::fs::metadata(self.full(path))
+            .await
+            .map_err(|e| Self::err("stat", path, e))?;
+        Ok(Metadata {
+            size: if m.is_dir() { 0 } else { m.len() },
+            modified: m.modified().map_err(|e| Self::err("stat", path, e))?,
+            is_dir: m.is_dir(),
+        })
+    }
+
+    async fn list(&self, path: &StoragePath) -> Result<Vec<String>> {
+        let full = self.full(path);
+        blocking(move || {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(full)? {
+                let name = entry?.file_name();
+                // Skip temporaries and anything that could not be a StoragePath component.
+                if let Some(n) = name.to_str() {
+                    if !n.starts_with('.') {
+                        names.push(n.to_owned());
+                    }
+                }
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Self::err("list", path, e))
+    }
+
+    async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        let (src, dst) = (self.full(from), self.full(to));
+        blocking(move || {
+            let dir = dst.parent().ok_or_else(|| io::Error::other("no parent"))?;
+            create_dirs_durably(dir)?;
+            fs::rename(&src, &dst)?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(|e| Self::err("move", from, e))
+    }
+
+    async fn delete(&self, path: &StoragePath) -> Result<()> {
+        let full = self.full(path);
+        blocking(move || {
+            let meta = fs::symlink_metadata(&full)?;
+            if meta.is_dir() {
+                fs::remove_dir_all(&full)
+            } else {
+                fs::remove_file(&full)
+            }
+        })
+        .await
+        .map_err(|e| Self::err("delete", path, e))
+    }
+}
+
+enum WriteCmd {
+    Data(Bytes),
+    Commit(oneshot::Sender<io::Result<()>>),
+}
+
+/// Writes on a blocking thread so disk latency overlaps with receiving and hashing.
+struct FsWriter {
+    tx: mpsc::Sender<WriteCmd>,
+    worker: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    size: u64,
+    path: StoragePath,
+}
+
+impl FsWriter {
+    fn spawn(mut file: File, size: u64, path: StoragePath) -> Self {
+        let (tx, mut rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE_DEPTH);
+        let worker = tokio::task::spawn_blocking(move || {
+            while let Some(cmd) = rx.blocking_recv() {
+                match cmd {
+                    WriteCmd::Data(chunk) => file.write_all(&chunk)?,
+                    WriteCmd::Commit(done) => {
+                        let _ = done.send(file.sync_all());
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        });
+        FsWriter {
+            tx,
+            worker: Some(worker),
+            size,
+            path,
+        }
+    }
+
+    /// The worker stopped early: collect its error.
+    async fn worker_error(&mut self) -> StorageError {
+        let e = match self.worker.take() {
+            Some(handle) => match handle.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => io::Error::other("writer closed"),
+                Err(join) => io::Error::other(join),
+            },
+            None => io::Error::other("writer closed"),
+        };
+        FsDriver::err("write", &self.path, e)
+    }
+}
+
+#[async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let n = chunk.len() as u64;
+        if self.tx.send(WriteCmd::Data(chunk)).await.is_err() {
+            return Err(self.worker_error().await);
+        }
+        self.size += n;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(WriteCmd::Commit(done_tx)).await.is_err() {
+            return Err(self.worker_error().await);
+        }
+        match done_rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(FsDriver::err("sync", &self.path, e)),
+            Err(_) => Err(self.worker_error().await),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    fn p(s: &str) -> StoragePath {
+        StoragePath::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_get_stat_list_move_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FsDriver::new(dir.path()).unwrap();
+        assert!(d.get(&p("a/b")).await.unwrap_err().is_not_found());
+        d.put(&p("a/b/c"), Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(d.get(&p("a/b/c")).await.unwrap(), "hello");
+        assert!(d.get(&p("a/b")).await.unwrap_err().is_not_found());
+        assert_eq!(d.stat(&p("a/b/c")).await.unwrap().size, 5);
+        assert!(d.stat(&p("a/b")).await.unwrap().is_dir);
+        assert_eq!(d.list(&p("a/b")).await.unwrap(), vec!["c"]);
+        d.move_to(&p("a/b/c"), &p("x/y")).await.unwrap();
+        assert!(d.stat(&p("a/b/c")).await.unwrap_err().is_not_found());
+        assert_eq!(d.get(&p("x/y")).await.unwrap(), "hello");
+        d.delete(&p("x")).await.unwrap();
+        assert!(d.delete(&p("x")).await.unwrap_err().is_not_found());
+        // Nothing temporary is left behind.
+        assert_eq!(d.list(&p("a/b")).await.unwrap(), Vec::<String>::new());
+        assert_eq!(fs::read_dir(dir.path().join("a/b")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn writer_appends_and_reader_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FsDriver::new(dir.path()).unwrap();
+        let mut w = d.writer(&p("u/data"), true).await.unwrap();
+        w.write(Bytes::from_static(b"0123")).await.unwrap();
+        w.commit().await.unwrap();
+        let mut w = d.writer(&p("u/data"), true).await.unwrap();
+        assert_eq!(w.size(), 4);
+        w.write(Bytes::from_static(b"4567")).await.unwrap();
+        assert_eq!(w.size(), 8);
+        w.commit().await.unwrap();
+        let read = |off, len| {
+            let d = d.clone();
+            async move {
+                let s = d.reader(&p("u/data"), off, len).await?;
+                let parts: Vec<Bytes> = s.try_collect().await.unwrap();
+                Ok::<_, StorageError>(parts.concat())
+            }
+        };
+        assert_eq!(read(0, None).await.unwrap(), b"01234567");
+        assert_eq!(read(2, Some(3)).await.unwrap(), b"234");
+        assert_eq!(read(8, None).await.unwrap(), b"");
+        assert!(matches!(
+            read(9, None).await,
+            Err(StorageError::InvalidOffset { .. })
+        ));
+    }
+}

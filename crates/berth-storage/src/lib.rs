@@ -1,0 +1,138 @@
+//! Where berth keeps bytes: a small driver trait and the drivers behind it.
+//!
+//! The trait is deliberately Distribution-sized (`registry/storage/driver/storagedriver.go`):
+//! a handful of operations on paths, each with a contract every driver keeps, so an object
+//! store can implement it without the registry logic knowing. Drivers store keys and bytes
+//! and know nothing of images, digests or repositories; the registry's `layout` module is the
+//! only code that decides which paths exist.
+#![deny(missing_docs)]
+
+mod fs;
+mod path;
+
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsDriver;
+pub use path::{InvalidPath, StoragePath};
+
+/// A stream of file content.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What can go wrong in a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Nothing is stored at the path.
+    #[error("{driver}: path not found: {path}")]
+    NotFound {
+        /// Driver name.
+        driver: &'static str,
+        /// The path asked for.
+        path: StoragePath,
+    },
+    /// An offset beyond the end of a file.
+    #[error("{driver}: invalid offset {offset} for {path}")]
+    InvalidOffset {
+        /// Driver name.
+        driver: &'static str,
+        /// The path asked for.
+        path: StoragePath,
+        /// The offset asked for.
+        offset: u64,
+    },
+    /// The backend failed.
+    #[error("{driver}: {op} {path}: {source}")]
+    Io {
+        /// Driver name.
+        driver: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to.
+        path: StoragePath,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// True when the error means "nothing there", which callers often translate.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+
+    /// True when the backend ran out of space.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull
+            || source.raw_os_error() == Some(28))
+    }
+}
+
+/// Result alias for driver operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What `stat` reports.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Last modification time.
+    pub modified: SystemTime,
+    /// True for a directory (a common prefix, on object stores).
+    pub is_dir: bool,
+}
+
+/// A storage backend. Paths are always [`StoragePath`]s, so no driver ever sees a path that
+/// could leave its root.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// A short name for logs and errors (`filesystem`, `s3`).
+    fn name(&self) -> &'static str;
+
+    /// Reads a whole small object (a link or a manifest). NotFound when absent.
+    async fn get(&self, path: &StoragePath) -> Result<Bytes>;
+
+    /// Stores a whole small object atomically and durably: once this returns, a reader sees
+    /// all of `content`; before, it sees the previous content or nothing, never a part.
+    async fn put(&self, path: &StoragePath, content: Bytes) -> Result<()>;
+
+    /// Streams `len` bytes (or to the end when `None`) starting at `offset`. NotFound when
+    /// absent; InvalidOffset when `offset` is past the end.
+    async fn reader(&self, path: &StoragePath, offset: u64, len: Option<u64>)
+    -> Result<ByteStream>;
+
+    /// Opens a writer, appending to existing content when `append`, else truncating. What is
+    /// written is visible to readers only as far as the driver's commit semantics say: callers
+    /// must treat the file as private until [`FileWriter::commit`] returns.
+    async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>>;
+
+    /// Size, modification time and kind. NotFound when absent.
+    async fn stat(&self, path: &StoragePath) -> Result<Metadata>;
+
+    /// Names of the direct children of a directory, unsorted. NotFound when absent.
+    async fn list(&self, path: &StoragePath) -> Result<Vec<String>>;
+
+    /// Moves a file, replacing any file at `to`; atomic and durable on return.
+    async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()>;
+
+    /// Deletes a file or a whole directory tree. NotFound when absent.
+    async fn delete(&self, path: &StoragePath) -> Result<()>;
+}
+
+/// An open file being written.
+#[async_trait]
+pub trait FileWriter: Send {
+    /// Appends a chunk.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+
+    /// Bytes in the file so far, including what was there before an append.
+    fn size(&self) -> u64;
+
+    /// Makes everything written durable. The writer is spent afterwards.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
