@@ -1,0 +1,106 @@
+//! Reading blobs out of a repository, and unlinking them.
+//!
+//! A repository serves a blob only if it links it: `_layers/<alg>/<hex>/link` for layers and
+//! configs, or a manifest revision link for manifests fetched through the blob endpoint. The
+//! blob store itself is global and content-addressed; links are what keep repositories apart.
+
+use berth_oci::{ByteRange, Digest, RepoName};
+
+use crate::{ByteStream, Error, Registry, Result, layout, read_link};
+
+/// An open blob, ready to stream.
+pub struct BlobRead {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its full size.
+    pub size: u64,
+    /// The part being sent, if a range was asked for.
+    pub range: Option<ByteRange>,
+    /// The bytes (all of them, or the range).
+    pub body: ByteStream,
+}
+
+impl Registry {
+    /// True when `repo` links `digest` as a layer or manifest.
+    async fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        if read_link(self.driver(), &layout::layer_link(repo, digest))
+            .await?
+            .is_some_and(|d| &d == digest)
+        {
+            return Ok(true);
+        }
+        Ok(read_link(self.driver(), &layout::revision_link(repo, digest))
+            .await?
+            .is_some_and(|d| &d == digest))
+    }
+
+    /// The size of a blob the repository links. BlobUnknown otherwise.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if !self.is_linked(repo, digest).await? {
+            return Err(Error::BlobUnknown {
+                digest: digest.clone(),
+            });
+        }
+        match self.driver().stat(&layout::blob_data(digest)).await {
+            Ok(m) => Ok(m.size),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown {
+                digest: digest.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a blob for streaming; `range` is the raw `Range` header, if any.
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(header) => match ByteRange::parse_request(header, size) {
+                Ok(r) => r,
+                Err(berth_oci::RangeError::Unsatisfiable) => {
+                    return Err(Error::RangeNotSatisfiable { size });
+                }
+                // A malformed Range header is ignored, as RFC 9110 §14.2 says.
+                Err(berth_oci::RangeError::Malformed(_)) => None,
+            },
+        };
+        let (offset, len) = range.map_or((0, size), |r| (r.start, r.len()));
+        let body = match self
+            .driver()
+            .reader(&layout::blob_data(digest), offset, Some(len))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::BlobUnknown {
+                    digest: digest.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(BlobRead {
+            digest: digest.clone(),
+            size,
+            range,
+            body,
+        })
+    }
+
+    /// Unlinks a blob from a repository; the content stays until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.check_delete()?;
+        let link = layout::layer_link(repo, digest);
+        match self.driver().delete(&link.parent()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown {
+                digest: digest.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

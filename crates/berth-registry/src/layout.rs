@@ -1,0 +1,216 @@
+//! Distribution's storage layout, byte for byte; the only module that builds storage paths.
+//!
+//! ```text
+//! <root>/docker/registry/v2/
+//! ├── blobs/<alg>/<first two hex>/<hex>/data            content, manifests included
+//! └── repositories/<name>/
+//!     ├── _layers/<alg>/<hex>/link                      blobs this repository may serve
+//!     ├── _manifests/
+//!     │   ├── revisions/<alg>/<hex>/link                every manifest pushed here
+//!     │   └── tags/<tag>/
+//!     │       ├── current/link                          what the tag points at now
+//!     │       └── index/<alg>/<hex>/link                everything it has pointed at
+//!     └── _uploads/<uuid>/{data,startedat}              upload sessions in progress
+//! ```
+//! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
+//! (`registry/storage/paths.go`), so either program serves a directory the other wrote.
+
+use berth_oci::{Digest, RepoName, Tag};
+use berth_storage::StoragePath;
+
+use crate::uploads::UploadId;
+
+/// The prefix every path lives under.
+const V2: &str = "docker/registry/v2";
+
+fn path(parts: &[&str]) -> StoragePath {
+    let mut p = StoragePath::parse(V2).expect("constant path is valid");
+    for part in parts {
+        for component in part.split('/') {
+            // Every part comes from a checked newtype (RepoName, Tag, Digest, UploadId) or a
+            // constant, all of which satisfy StoragePath's grammar.
+            p = p.join(component).expect("checked names are valid path components");
+        }
+    }
+    p
+}
+
+/// `blobs/<alg>/<xx>/<hex>`
+pub fn blob_dir(digest: &Digest) -> StoragePath {
+    let hex = digest.hex();
+    path(&["blobs", digest.algorithm().as_str(), &hex[..2], hex])
+}
+
+/// `blobs/<alg>/<xx>/<hex>/data`
+pub fn blob_data(digest: &Digest) -> StoragePath {
+    path(&[
+        "blobs",
+        digest.algorithm().as_str(),
+        &digest.hex()[..2],
+        digest.hex(),
+        "data",
+    ])
+}
+
+/// `repositories`
+pub fn repositories_root() -> StoragePath {
+    path(&["repositories"])
+}
+
+/// `repositories/<name>`
+pub fn repository(repo: &RepoName) -> StoragePath {
+    path(&["repositories", repo.as_str()])
+}
+
+/// `repositories/<name>/_layers/<alg>/<hex>/link`
+pub fn layer_link(repo: &RepoName, digest: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_layers",
+        digest.algorithm().as_str(),
+        digest.hex(),
+        "link",
+    ])
+}
+
+/// `repositories/<name>/_manifests/revisions/<alg>/<hex>/link`
+pub fn revision_link(repo: &RepoName, digest: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_manifests/revisions",
+        digest.algorithm().as_str(),
+        digest.hex(),
+        "link",
+    ])
+}
+
+/// `repositories/<name>/_manifests/revisions/<alg>/<hex>`
+pub fn revision_dir(repo: &RepoName, digest: &Digest) -> StoragePath {
+    revision_link(repo, digest).parent()
+}
+
+/// `repositories/<name>/_manifests/tags`
+pub fn tags_dir(repo: &RepoName) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_manifests/tags"])
+}
+
+/// `repositories/<name>/_manifests/tags/<tag>`
+pub fn tag_dir(repo: &RepoName, tag: &Tag) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_manifests/tags", tag.as_str()])
+}
+
+/// `repositories/<name>/_manifests/tags/<tag>/current/link`
+pub fn tag_current_link(repo: &RepoName, tag: &Tag) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_manifests/tags",
+        tag.as_str(),
+        "current/link",
+    ])
+}
+
+/// `repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link`
+pub fn tag_index_link(repo: &RepoName, tag: &Tag, digest: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_manifests/tags",
+        tag.as_str(),
+        "index",
+        digest.algorithm().as_str(),
+        digest.hex(),
+        "link",
+    ])
+}
+
+/// `repositories/<name>/_uploads`
+pub fn uploads_dir(repo: &RepoName) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_uploads"])
+}
+
+/// `repositories/<name>/_uploads/<uuid>`
+pub fn upload_dir(repo: &RepoName, id: &UploadId) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_uploads", id.as_str()])
+}
+
+/// `repositories/<name>/_uploads/<uuid>/data`
+pub fn upload_data(repo: &RepoName, id: &UploadId) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_uploads", id.as_str(), "data"])
+}
+
+/// `repositories/<name>/_uploads/<uuid>/startedat`
+pub fn upload_started_at(repo: &RepoName, id: &UploadId) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_uploads",
+        id.as_str(),
+        "startedat",
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn d() -> Digest {
+        Digest::parse(&format!("sha256:{HEX}")).unwrap()
+    }
+    fn r() -> RepoName {
+        RepoName::parse("library/ubuntu").unwrap()
+    }
+
+    #[test]
+    fn every_path_kind_matches_distribution() {
+        let v2 = "docker/registry/v2";
+        let id = UploadId::parse("3f1b2c4d-0000-4000-8000-000000000001").unwrap();
+        let t = Tag::parse("latest").unwrap();
+        let cases = [
+            (blob_data(&d()), format!("{v2}/blobs/sha256/e3/{HEX}/data")),
+            (blob_dir(&d()), format!("{v2}/blobs/sha256/e3/{HEX}")),
+            (repositories_root(), format!("{v2}/repositories")),
+            (repository(&r()), format!("{v2}/repositories/library/ubuntu")),
+            (
+                layer_link(&r(), &d()),
+                format!("{v2}/repositories/library/ubuntu/_layers/sha256/{HEX}/link"),
+            ),
+            (
+                revision_link(&r(), &d()),
+                format!("{v2}/repositories/library/ubuntu/_manifests/revisions/sha256/{HEX}/link"),
+            ),
+            (
+                tags_dir(&r()),
+                format!("{v2}/repositories/library/ubuntu/_manifests/tags"),
+            ),
+            (
+                tag_current_link(&r(), &t),
+                format!("{v2}/repositories/library/ubuntu/_manifests/tags/latest/current/link"),
+            ),
+            (
+                tag_index_link(&r(), &t, &d()),
+                format!(
+                    "{v2}/repositories/library/ubuntu/_manifests/tags/latest/index/sha256/{HEX}/link"
+                ),
+            ),
+            (
+                upload_data(&r(), &id),
+                format!("{v2}/repositories/library/ubuntu/_uploads/{}/data", id.as_str()),
+            ),
+            (
+                upload_started_at(&r(), &id),
+                format!(
+                    "{v2}/repositories/library/ubuntu/_uploads/{}/startedat",
+                    id.as_str()
+                ),
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.as_str(), want);
+        }
+    }
+}

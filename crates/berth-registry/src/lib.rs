@@ -1,0 +1,137 @@
+//! The registry itself: what it means to push, pull, tag and list, over any storage driver.
+//!
+//! This crate is where the OCI Distribution spec's rules live — verify before link, a tag
+//! moves only after its manifest is stored, an upload becomes a blob only once its digest
+//! checks out. It knows neither HTTP (the server crate translates requests into calls here)
+//! nor file paths (`layout` turns names into [`StoragePath`]s and the driver stores them).
+//!
+//! [`StoragePath`]: berth_storage::StoragePath
+
+mod blobs;
+mod error;
+pub mod layout;
+mod listing;
+mod maintenance;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use berth_storage::StorageDriver;
+
+pub use blobs::BlobRead;
+pub use error::{Error, Result};
+pub use listing::Page;
+pub use maintenance::PurgeReport;
+pub use manifests::{ManifestRead, PutManifest};
+pub use uploads::{UploadId, UploadStatus};
+
+/// A byte stream in or out of the registry.
+pub use berth_storage::ByteStream;
+
+/// Behaviour switches from the configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `storage.delete.enabled`: manifest, tag and blob DELETEs are allowed.
+    pub delete_enabled: bool,
+    /// `storage.maintenance.readonly.enabled`: every write is refused.
+    pub read_only: bool,
+    /// Largest manifest body accepted, in bytes.
+    pub max_manifest_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            delete_enabled: false,
+            read_only: false,
+            max_manifest_size: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The registry: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    driver: Arc<dyn StorageDriver>,
+    options: Options,
+    uploads: uploads::Sessions,
+}
+
+impl Registry {
+    /// A registry over `driver`.
+    pub fn new(driver: Arc<dyn StorageDriver>, options: Options) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                driver,
+                options,
+                uploads: uploads::Sessions::default(),
+            }),
+        }
+    }
+
+    /// The options it was built with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    fn driver(&self) -> &dyn StorageDriver {
+        self.inner.driver.as_ref()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.options.read_only {
+            return Err(Error::Unsupported(
+                "the registry is in read-only mode (storage.maintenance.readonly)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_delete(&self) -> Result<()> {
+        self.check_writable()?;
+        if !self.inner.options.delete_enabled {
+            return Err(Error::Unsupported(
+                "deletion is disabled (set storage.delete.enabled: true)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a link file, which holds a digest.
+async fn read_link(
+    driver: &dyn StorageDriver,
+    path: &berth_storage::StoragePath,
+) -> Result<Option<berth_oci::Digest>> {
+    match driver.get(path).await {
+        Ok(bytes) => {
+            let text = std::str::from_utf8(&bytes).unwrap_or("");
+            match berth_oci::Digest::parse(text.trim()) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "unreadable link file treated as absent");
+                    Ok(None)
+                }
+            }
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a link file: the digest, no newline, as Distribution does.
+async fn write_link(
+    driver: &dyn StorageDriver,
+    path: &berth_storage::StoragePath,
+    digest: &berth_oci::Digest,
+) -> Result<()> {
+    driver
+        .put(path, bytes::Bytes::from(digest.to_string()))
+        .await?;
+    Ok(())
+}

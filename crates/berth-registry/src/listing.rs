@@ -1,0 +1,136 @@
+//! Listing: the tags of a repository and the catalog of repositories, paginated the spec's
+//! way (`n` entries after `last`, in lexical order).
+
+use std::collections::VecDeque;
+
+use berth_oci::{RepoName, Tag};
+use berth_storage::StoragePath;
+
+use crate::{Error, Registry, Result, layout};
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The entries, sorted.
+    pub items: Vec<String>,
+    /// True when entries remain after this page (the `Link` header is due).
+    pub more: bool,
+}
+
+/// Takes the page of `n` entries after `last` from a sorted list.
+fn paginate(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+    let start = match last {
+        Some(last) => sorted.partition_point(|s| s.as_str() <= last),
+        None => 0,
+    };
+    let mut items: Vec<String> = sorted.into_iter().skip(start).collect();
+    let more = match n {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            true
+        }
+        _ => false,
+    };
+    Page { items, more }
+}
+
+impl Registry {
+    /// Every tag of a repository, sorted. Directories that are not valid tags are skipped.
+    pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
+        let names = match self.driver().list(&layout::tags_dir(repo)).await {
+            Ok(names) => names,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut tags: Vec<Tag> = names.iter().filter_map(|n| Tag::parse(n).ok()).collect();
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// A page of a repository's tags. NameUnknown when the repository does not exist.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        match self.driver().stat(&layout::repository(repo)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NameUnknown {
+                    name: repo.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let tags = self.all_tags(repo).await?;
+        let names: Vec<String> = tags.into_iter().map(|t| t.as_str().to_owned()).collect();
+        Ok(paginate(names, n, last))
+    }
+
+    /// A page of the catalog: every repository that has a `_manifests` directory.
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let mut repos = Vec::new();
+        let root = layout::repositories_root();
+        let mut pending: VecDeque<(StoragePath, String)> = VecDeque::new();
+        pending.push_back((root, String::new()));
+        while let Some((dir, name)) = pending.pop_front() {
+            let children = match self.driver().list(&dir).await {
+                Ok(c) => c,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for child in children {
+                if child == "_manifests" {
+                    if RepoName::parse(&name).is_ok() {
+                        repos.push(name.clone());
+                    }
+                } else if !child.starts_with('_') {
+                    let Ok(path) = dir.join(&child) else { continue };
+                    let child_name = if name.is_empty() {
+                        child
+                    } else {
+                        format!("{name}/{child}")
+                    };
+                    pending.push_back((path, child_name));
+                }
+            }
+        }
+        repos.sort();
+        Ok(paginate(repos, n, last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn pagination() {
+        let all = v(&["a", "b", "c", "d"]);
+        assert_eq!(
+            paginate(all.clone(), Some(2), None),
+            Page { items: v(&["a", "b"]), more: true }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            Page { items: v(&["c", "d"]), more: false }
+        );
+        assert_eq!(
+            paginate(all.clone(), None, Some("bb")),
+            Page { items: v(&["c", "d"]), more: false }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(0), None),
+            Page { items: vec![], more: true }
+        );
+        assert_eq!(
+            paginate(all, Some(10), Some("z")),
+            Page { items: vec![], more: false }
+        );
+    }
+}

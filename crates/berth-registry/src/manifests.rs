@@ -1,0 +1,211 @@
+//! Manifests: validate on push, store as a blob, link the revision, then move the tag.
+//!
+//! Order of writes on PUT (each atomic and durable): the manifest bytes into the blob store,
+//! the revision link, the tag's index link, and last the tag's `current` link. A crash at any
+//! point leaves either the old tag or the new one, never a tag naming a manifest that is not
+//! fully stored.
+
+use berth_oci::{Algorithm, Digest, Hasher, Manifest, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+use crate::{Error, Registry, Result, layout, read_link, write_link};
+
+/// What a manifest PUT stored.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its `subject`, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+}
+
+/// A manifest as read back.
+#[derive(Debug, Clone)]
+pub struct ManifestRead {
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type it is served with.
+    pub media_type: String,
+    /// The exact bytes that were pushed.
+    pub body: Bytes,
+}
+
+fn digest_of(body: &[u8], algorithm: Algorithm) -> Digest {
+    let mut h = Hasher::new(algorithm);
+    h.update(body);
+    h.finish()
+}
+
+impl Registry {
+    /// Validates and stores a manifest under a tag or digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        self.check_writable()?;
+        let max = self.options().max_manifest_size;
+        if body.len() > max {
+            return Err(Error::ManifestInvalid(format!(
+                "manifest is {} bytes, more than the {max} bytes allowed",
+                body.len()
+            )));
+        }
+        let manifest = Manifest::parse(&body, content_type)?;
+        let digest = match reference {
+            Reference::Digest(want) => {
+                let actual = digest_of(&body, want.algorithm());
+                if &actual != want {
+                    return Err(Error::DigestMismatch {
+                        expected: want.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => digest_of(&body, Algorithm::Sha256),
+        };
+        for blob in manifest.required_blobs() {
+            if !self.blob_linked_and_present(repo, &blob.digest).await? {
+                return Err(Error::ManifestBlobUnknown {
+                    digest: blob.digest.clone(),
+                });
+            }
+        }
+        for child in &manifest.manifests {
+            if !self.revision_exists(repo, &child.digest).await? {
+                return Err(Error::ManifestUnknown {
+                    reference: child.digest.to_string(),
+                });
+            }
+        }
+
+        let data = layout::blob_data(&digest);
+        match self.driver().stat(&data).await {
+            Ok(m) if m.size == body.len() as u64 => {}
+            Ok(_) => self.driver().put(&data, body.clone()).await?,
+            Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
+            Err(e) => return Err(e.into()),
+        }
+        write_link(self.driver(), &layout::revision_link(repo, &digest), &digest).await?;
+        if let Reference::Tag(tag) = reference {
+            self.tag_manifest(repo, tag, &digest).await?;
+        }
+        Ok(PutManifest {
+            digest,
+            subject: manifest.subject.map(|s| s.digest),
+        })
+    }
+
+    async fn tag_manifest(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+        write_link(
+            self.driver(),
+            &layout::tag_index_link(repo, tag, digest),
+            digest,
+        )
+        .await?;
+        write_link(self.driver(), &layout::tag_current_link(repo, tag), digest).await
+    }
+
+    async fn blob_linked_and_present(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let linked = read_link(self.driver(), &layout::layer_link(repo, digest))
+            .await?
+            .is_some_and(|d| &d == digest);
+        if !linked {
+            return Ok(false);
+        }
+        match self.driver().stat(&layout::blob_data(digest)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn revision_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(read_link(self.driver(), &layout::revision_link(repo, digest))
+            .await?
+            .is_some_and(|d| &d == digest))
+    }
+
+    /// Resolves a reference to the digest of a manifest in the repository.
+    pub async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        let unknown = || Error::ManifestUnknown {
+            reference: reference.to_string(),
+        };
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => read_link(self.driver(), &layout::tag_current_link(repo, tag))
+                .await?
+                .ok_or_else(unknown)?,
+        };
+        if !self.revision_exists(repo, &digest).await? {
+            return Err(unknown());
+        }
+        Ok(digest)
+    }
+
+    /// Reads a manifest by tag or digest, verifying its bytes against its digest.
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRead> {
+        let digest = self.resolve(repo, reference).await?;
+        let body = match self.driver().get(&layout::blob_data(&digest)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::ManifestUnknown {
+                    reference: reference.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if digest_of(&body, digest.algorithm()) != digest {
+            tracing::error!(%digest, "stored manifest does not match its digest");
+            return Err(Error::Corrupt { digest });
+        }
+        Ok(ManifestRead {
+            media_type: Manifest::sniff_media_type(&body),
+            digest,
+            body,
+        })
+    }
+
+    /// Deletes by digest (the revision and every tag pointing at it) or by tag (the tag only).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_delete()?;
+        match reference {
+            Reference::Tag(tag) => {
+                self.resolve(repo, reference).await?;
+                self.driver().delete(&layout::tag_dir(repo, tag)).await?;
+                Ok(())
+            }
+            Reference::Digest(digest) => {
+                if !self.revision_exists(repo, digest).await? {
+                    return Err(Error::ManifestUnknown {
+                        reference: reference.to_string(),
+                    });
+                }
+                // Tags first: a crash midway leaves the revision, still reachable by digest,
+                // rather than a tag naming a deleted revision.
+                for tag in self.all_tags(repo).await? {
+                    let current = layout::tag_current_link(repo, &tag);
+                    if read_link(self.driver(), &current).await?.as_ref() == Some(digest) {
+                        match self.driver().delete(&layout::tag_dir(repo, &tag)).await {
+                            Ok(()) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                match self
+                    .driver()
+                    .delete(&layout::revision_dir(repo, digest))
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_not_found() => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+}

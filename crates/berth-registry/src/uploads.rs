@@ -1,0 +1,325 @@
+//! Upload sessions: chunks in, a verified blob out.
+//!
+//! A session is a directory `_uploads/<uuid>/` holding the bytes received so far (`data`) and
+//! when it began (`startedat`), exactly where Distribution keeps them, so the state lives in
+//! storage and not in this process. The order of writes is what makes a crash harmless:
+//!
+//! 1. chunks are appended to `_uploads/<uuid>/data` and fsynced before the PATCH is answered;
+//! 2. on PUT the content is hashed and compared with the client's digest;
+//! 3. only then is `data` renamed to `blobs/<alg>/<xx>/<hex>/data` (atomic, durable);
+//! 4. then the repository's `_layers/.../link` is written (atomic, durable);
+//! 5. then the session directory is removed and the 201 sent.
+//!
+//! A crash before 3 leaves an unfinished session (purged later); between 3 and 4 a verified
+//! but unlinked blob (invisible to clients, collected by GC); after 4 the push is complete
+//! even if the client never saw the 201.
+//!
+//! Hashing state is kept in memory per session, keyed by the offset it covers; when it is
+//! missing or stale (another process served the previous chunk, or a restart) the data file is
+//! re-read and hashed from the start, so correctness never depends on the cache.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use berth_oci::{Algorithm, Digest, Hasher, RepoName};
+use berth_storage::FileWriter;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::{ByteStream, Error, Registry, Result, layout, read_link, write_link};
+
+/// An upload session's identifier: a canonical lowercase hyphenated UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// Parses a session id from a URL; anything but a canonical UUID is refused.
+    pub fn parse(s: &str) -> Result<Self> {
+        match uuid::Uuid::parse_str(s) {
+            Ok(u) if u.hyphenated().to_string() == s => Ok(UploadId(s.to_owned())),
+            _ => Err(Error::UploadUnknown),
+        }
+    }
+
+    fn generate() -> Self {
+        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The id as written in URLs and paths.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where an upload session stands.
+#[derive(Debug, Clone)]
+pub struct UploadStatus {
+    /// The session.
+    pub id: UploadId,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// Hash state covering the first `offset` bytes of a session's data.
+struct HashState {
+    offset: u64,
+    hasher: Hasher,
+}
+
+type SessionLock = Arc<tokio::sync::Mutex<Option<HashState>>>;
+
+/// Per-session locks and hash states of this process.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<UploadId, SessionLock>>,
+}
+
+impl Sessions {
+    fn lock_for(&self, id: &UploadId) -> SessionLock {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.clone()).or_default().clone()
+    }
+
+    pub(crate) fn forget(&self, id: &UploadId) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+}
+
+/// Streams `body` into `writer`, hashing as it goes.
+async fn pump(
+    writer: &mut dyn FileWriter,
+    hasher: &mut Option<HashState>,
+    mut body: ByteStream,
+) -> Result<()> {
+    while let Some(chunk) = body.next().await {
+        let chunk: Bytes = chunk.map_err(body_error)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        if let Some(state) = hasher.as_mut() {
+            state.hasher.update(&chunk);
+            state.offset += chunk.len() as u64;
+        }
+        writer.write(chunk).await?;
+    }
+    Ok(())
+}
+
+fn body_error(e: io::Error) -> Error {
+    Error::UploadInvalid(format!("reading the request body failed: {e}"))
+}
+
+impl Registry {
+    /// Opens a new upload session.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        self.check_writable()?;
+        let id = UploadId::generate();
+        let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        self.driver()
+            .put(&layout::upload_started_at(repo, &id), Bytes::from(started))
+            .await?;
+        let writer = self
+            .driver()
+            .writer(&layout::upload_data(repo, &id), false)
+            .await?;
+        writer.commit().await?;
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    /// How much of the session has been received.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        match self.driver().stat(&layout::upload_data(repo, id)).await {
+            Ok(m) => Ok(UploadStatus {
+                id: id.clone(),
+                size: m.size,
+            }),
+            Err(e) if e.is_not_found() => Err(Error::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends a chunk. `start`, from `Content-Range`, must equal the current size.
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        self.check_writable()?;
+        let lock = self.inner.uploads.lock_for(id);
+        let mut state = lock.lock().await;
+        let size = self.append_locked(repo, id, start, body, &mut state).await?;
+        Ok(UploadStatus {
+            id: id.clone(),
+            size,
+        })
+    }
+
+    async fn append_locked(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+        state: &mut Option<HashState>,
+    ) -> Result<u64> {
+        let current = self.upload_status(repo, id).await?.size;
+        if let Some(start) = start {
+            if start != current {
+                return Err(Error::RangeInvalid { size: current });
+            }
+        }
+        // Only keep hashing incrementally when the state covers exactly what is on disk.
+        match state {
+            Some(s) if s.offset == current => {}
+            _ if current == 0 => {
+                *state = Some(HashState {
+                    offset: 0,
+                    hasher: Hasher::new(Algorithm::Sha256),
+                })
+            }
+            _ => *state = None,
+        }
+        let mut writer = self
+            .driver()
+            .writer(&layout::upload_data(repo, id), true)
+            .await?;
+        let pumped = pump(writer.as_mut(), state, body).await;
+        let size = writer.size();
+        // Commit what arrived even on failure, so the session's size is what a client resuming
+        // from the reported offset builds on.
+        let committed = writer.commit().await;
+        if pumped.is_err() || committed.is_err() {
+            *state = None;
+        }
+        pumped?;
+        committed?;
+        if state.as_ref().is_some_and(|s| s.offset != size) {
+            *state = None;
+        }
+        Ok(size)
+    }
+
+    /// Finishes a session: appends an optional last chunk, verifies the digest, and links the
+    /// blob into the repository.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let lock = self.inner.uploads.lock_for(id);
+        let mut state = lock.lock().await;
+        let size = match body {
+            Some(body) => self.append_locked(repo, id, None, body, &mut state).await?,
+            None => self.upload_status(repo, id).await?.size,
+        };
+        let data = layout::upload_data(repo, id);
+        let actual = match state.take() {
+            Some(s) if s.offset == size && s.hasher.algorithm() == digest.algorithm() => {
+                s.hasher.finish()
+            }
+            _ => self.hash_file(&data, digest.algorithm()).await?,
+        };
+        let result = if &actual != digest {
+            Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            })
+        } else {
+            match self.commit_blob(&data, digest).await {
+                Ok(()) => write_link(self.driver(), &layout::layer_link(repo, digest), digest).await,
+                Err(e) => Err(e),
+            }
+        };
+        // As Distribution does, a failed finish ends the session: the client starts over.
+        self.remove_session(repo, id).await;
+        result
+    }
+
+    /// Moves verified content into the blob store unless an identical blob is already there.
+    async fn commit_blob(&self, data: &berth_storage::StoragePath, digest: &Digest) -> Result<()> {
+        let target = layout::blob_data(digest);
+        match self.driver().stat(&target).await {
+            // Content-addressed and verified: an existing blob is this content.
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(self.driver().move_to(data, &target).await?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn hash_file(
+        &self,
+        path: &berth_storage::StoragePath,
+        algorithm: Algorithm,
+    ) -> Result<Digest> {
+        let mut hasher = Hasher::new(algorithm);
+        let mut stream = match self.driver().reader(path, 0, None).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => return Err(Error::UploadUnknown),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(|e| {
+                Error::Storage(berth_storage::StorageError::Io {
+                    driver: self.driver().name(),
+                    op: "read",
+                    path: path.clone(),
+                    source: e,
+                })
+            })?);
+        }
+        Ok(hasher.finish())
+    }
+
+    async fn remove_session(&self, repo: &RepoName, id: &UploadId) {
+        self.inner.uploads.forget(id);
+        if let Err(e) = self.driver().delete(&layout::upload_dir(repo, id)).await {
+            if !e.is_not_found() {
+                tracing::warn!(error = %e, "could not remove upload session");
+            }
+        }
+    }
+
+    /// Cancels a session and deletes what it received.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.check_writable()?;
+        let lock = self.inner.uploads.lock_for(id);
+        let _state = lock.lock().await;
+        self.upload_status(repo, id).await?;
+        self.remove_session(repo, id).await;
+        Ok(())
+    }
+
+    /// Pushes a whole blob in one request (`POST ?digest=` with a body).
+    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
+        let status = self.start_upload(repo).await?;
+        self.finish_upload(repo, &status.id, digest, Some(body))
+            .await
+    }
+
+    /// Links `digest` from repository `from` into `repo` without copying. Returns false when
+    /// `from` does not link it (the caller then starts a normal upload).
+    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        self.check_writable()?;
+        let linked = read_link(self.driver(), &layout::layer_link(from, digest))
+            .await?
+            .is_some_and(|d| &d == digest);
+        if !linked {
+            return Ok(false);
+        }
+        match self.driver().stat(&layout::blob_data(digest)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        write_link(self.driver(), &layout::layer_link(repo, digest), digest).await?;
+        Ok(true)
+    }
+}
