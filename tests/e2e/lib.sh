@@ -274,6 +274,7 @@ start_registry() {
     E2E_REG_PIDS[$port]=$pid
     for ((i = 0; i < 300; i++)); do
         if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
+            # shellcheck disable=SC2034 # used by the test scripts
             REG_PORT=$port REG_ADDR=127.0.0.1:$port REG_LOG=$logf REG_KIND=$kind
             log "$kind registry up on 127.0.0.1:$port (pid $pid, data $datadir)"
             return 0
@@ -339,6 +340,12 @@ start_dockerd() {
         d=$(mktemp -d /tmp/e2e-dockerd.XXXXXX)
     fi
     mkdir -p "$d"
+    # dockerd needs the cgroup hierarchies; an init-less machine may lack them
+    if [[ ! -e /sys/fs/cgroup/cgroup.controllers && ! -d /sys/fs/cgroup/devices ]] &&
+        command -v cgroupfs-mount >/dev/null 2>&1; then
+        log "no cgroup hierarchies mounted: running cgroupfs-mount for dockerd"
+        cgroupfs-mount || true
+    fi
     DOCKERD_DIR=$d
     DOCKERD_SOCK=$d/docker.sock
     export DOCKER_CONFIG=$d/client-config DOCKER_BUILDKIT=0

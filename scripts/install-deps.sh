@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the external tools that berth's end-to-end tests and benchmarks
+# drive (tests/e2e): real registry clients (skopeo, podman, docker), the
+# reference registry (CNCF Distribution, Debian's docker-registry), umoci to
+# build test images without network, and curl/jq/wrk/hyperfine. CI machines
+# start without them, so CI runs this first. Idempotent: it only calls apt
+# (and `apt-get update`) when a package is missing. Debian 12, as root.
+#
+# usage: scripts/install-deps.sh
+
+set -euo pipefail
+
+PACKAGES=(
+    skopeo podman umoci docker-registry docker.io
+    curl jq wrk hyperfine
+    # used by the e2e helpers: ss (free ports), sha256sum/tar/gzip
+    iproute2 coreutils tar gzip
+    # uid maps and a fuse overlay for podman/containers tooling
+    uidmap fuse-overlayfs
+    # mounts the cgroup v1 hierarchies on init-less machines (dockerd)
+    cgroupfs-mount
+)
+
+if ((EUID != 0)); then
+    echo "install-deps.sh: must run as root (apt-get)" >&2
+    exit 1
+fi
+
+is_installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    is_installed "$p" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "install-deps.sh: all packages already installed"
+    exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Package scripts must not start daemons (dockerd, docker-registry,
+# containerd) on this machine: the tests start their own private instances.
+created_policy=0
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\n# temporary, from berth scripts/install-deps.sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+fi
+remove_policy() {
+    if ((created_policy)); then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+}
+trap remove_policy EXIT
+
+apt-get update -q
+apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+
+for p in "${missing[@]}"; do
+    is_installed "$p" || {
+        echo "install-deps.sh: $p did not install" >&2
+        exit 1
+    }
+done
+echo "install-deps.sh: done"
