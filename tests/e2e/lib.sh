@@ -130,6 +130,10 @@ e2e_init() {
     trap 'exit 143' TERM
     trap '_e2e_on_err $? $LINENO "$BASH_COMMAND"' ERR
     require_tool curl jq
+    if [[ $E2E_KIND == berth ]]; then
+        resolve_berth_bin
+        log "berth binary: $BERTH_PATH"
+    fi
     log "registry kind: $E2E_KIND, scratch dir: $E2E_TMP"
 }
 
@@ -206,20 +210,21 @@ free_port() {
     fail "no free TCP port found"
 }
 
-# berth_bin: the berth binary to test: $BERTH_BIN, else target/release/berth,
-# else target/debug/berth.
-berth_bin() {
+# resolve_berth_bin: set BERTH_PATH to the berth binary to test: $BERTH_BIN,
+# else target/release/berth, else target/debug/berth.
+BERTH_PATH=
+resolve_berth_bin() {
     local b
     if [[ -n ${BERTH_BIN:-} ]]; then
         b=$BERTH_BIN
         [[ $b == /* ]] || b=$REPO_ROOT/$b
         [[ -x $b ]] || fail "BERTH_BIN=$BERTH_BIN is not an executable file"
-        echo "$b"
+        BERTH_PATH=$b
         return 0
     fi
     for b in "$REPO_ROOT/target/release/berth" "$REPO_ROOT/target/debug/berth"; do
         if [[ -x $b ]]; then
-            echo "$b"
+            BERTH_PATH=$b
             return 0
         fi
     done
@@ -262,9 +267,8 @@ start_registry() {
             cmd=(docker-registry serve "$conf")
             ;;
         berth)
-            local bin
-            bin=$(berth_bin)
-            cmd=("$bin" serve "$conf")
+            resolve_berth_bin
+            cmd=("$BERTH_PATH" serve "$conf")
             ;;
         *) fail "start_registry: unknown kind '$kind'" ;;
     esac
