@@ -1,0 +1,62 @@
+//! `GET`, `HEAD` and `DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_oci::RepoName;
+use http::{Method, StatusCode, header};
+
+use crate::{ApiError, Ctx, digest, empty, error, set};
+
+pub(crate) async fn handle(
+    ctx: &Ctx<'_>,
+    method: Method,
+    repo: &RepoName,
+    raw_digest: &str,
+) -> Result<Response, ApiError> {
+    let digest = digest(raw_digest)?;
+    let registry = ctx.registry();
+    match method {
+        Method::HEAD => {
+            let size = registry.stat_blob(repo, &digest).await?;
+            let mut r = empty(StatusCode::OK);
+            set(&mut r, header::CONTENT_LENGTH, size.to_string());
+            blob_headers(&mut r, &digest.to_string());
+            Ok(r)
+        }
+        Method::GET => {
+            let range = ctx.header(header::RANGE);
+            let blob = registry.read_blob(repo, &digest, range).await?;
+            let mut r = Response::new(Body::from_stream(blob.body));
+            match blob.range {
+                Some(range) => {
+                    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    set(&mut r, header::CONTENT_LENGTH, range.len().to_string());
+                    set(
+                        &mut r,
+                        header::CONTENT_RANGE,
+                        format!("bytes {}-{}/{}", range.start, range.end, blob.size),
+                    );
+                }
+                None => set(&mut r, header::CONTENT_LENGTH, blob.size.to_string()),
+            }
+            blob_headers(&mut r, &digest.to_string());
+            Ok(r)
+        }
+        Method::DELETE => {
+            registry.delete_blob(repo, &digest).await?;
+            let mut r = empty(StatusCode::ACCEPTED);
+            set(&mut r, "docker-content-digest", digest.to_string());
+            Ok(r)
+        }
+        _ => Err(error::unsupported_method()),
+    }
+}
+
+fn blob_headers(r: &mut Response, digest: &str) {
+    set(r, "docker-content-digest", digest);
+    set(r, header::ACCEPT_RANGES, "bytes");
+    set(r, header::CONTENT_TYPE, "application/octet-stream");
+    set(r, header::ETAG, format!("\"{digest}\""));
+    // Content-addressed: the bytes behind a digest never change.
+    set(r, header::CACHE_CONTROL, "max-age=31536000");
+}

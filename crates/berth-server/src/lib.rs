@@ -1,0 +1,216 @@
+//! berth's HTTP layer: the OCI Distribution API on axum.
+//!
+//! Every request under `/v2` goes through one function, [`dispatch`]: parse the path into an
+//! [`endpoint::Endpoint`], validate the names it carries, call the registry, and shape the
+//! answer — status, headers, body — the way the spec and Distribution do. Logging and the
+//! headers every response carries are added here too, once. Handlers never decide policy;
+//! that lives in `berth-registry`.
+
+mod blobs;
+pub mod endpoint;
+mod error;
+mod listing;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use berth_oci::{Digest, RepoName};
+use berth_registry::{Error, Registry};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+pub use error::ApiError;
+
+/// HTTP settings from the `http` section of the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `http.host`: the externally visible base URL used in `Location` headers.
+    pub host: Option<String>,
+    /// `http.relativeurls`: send `Location` headers as paths only.
+    pub relative_urls: bool,
+    /// `http.headers`: extra headers on every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `catalog.maxentries`: the largest catalog page (and the default one).
+    pub catalog_max_entries: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            host: None,
+            relative_urls: false,
+            headers: Vec::new(),
+            catalog_max_entries: listing::DEFAULT_CATALOG_MAX_ENTRIES,
+        }
+    }
+}
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    registry: Registry,
+    http: Arc<HttpOptions>,
+    catalog_max_entries: usize,
+}
+
+/// The whole HTTP application: mount it on any listener.
+pub fn app(registry: Registry, http: HttpOptions) -> axum::Router {
+    let state = AppState {
+        registry,
+        catalog_max_entries: http.catalog_max_entries.max(1),
+        http: Arc::new(http),
+    };
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+/// Answers one request.
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let endpoint = endpoint::parse(&path);
+    let label = endpoint.as_ref().map_or("other", |e| e.label());
+    let mut response = match endpoint {
+        Some(endpoint) => handle(&state, endpoint, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        None if path == "/" => StatusCode::OK.into_response(),
+        None => error::not_found(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(API_VERSION, API_VERSION_VALUE);
+    for (name, value) in &state.http.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, endpoint = label, status, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(%method, endpoint = label, status, elapsed_ms, "request");
+    }
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    endpoint: endpoint::Endpoint<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    use endpoint::Endpoint as E;
+    let method = request.method().clone();
+    let ctx = Ctx {
+        state,
+        headers: request.headers().clone(),
+        query: request.uri().query().unwrap_or("").to_owned(),
+    };
+    let body = request.into_body();
+    match (endpoint, method) {
+        (E::Base, Method::GET | Method::HEAD) => Ok(base()),
+        (E::Catalog, Method::GET) => listing::catalog(&ctx).await,
+        (E::Tags { name }, Method::GET) => listing::tags(&ctx, &repo(name)?).await,
+        (E::Manifest { name, reference }, m) => {
+            manifests::handle(&ctx, m, &repo(name)?, reference, body).await
+        }
+        (E::Blob { name, digest }, m) => blobs::handle(&ctx, m, &repo(name)?, digest).await,
+        (E::UploadStart { name }, Method::POST) => uploads::start(&ctx, &repo(name)?, body).await,
+        (E::Upload { name, id }, m) => uploads::handle(&ctx, m, &repo(name)?, id, body).await,
+        (E::Referrers { .. }, _) => Err(error::unsupported_method()),
+        _ => Err(error::unsupported_method()),
+    }
+}
+
+/// What every handler needs from the request besides its body.
+pub(crate) struct Ctx<'a> {
+    state: &'a AppState,
+    headers: HeaderMap,
+    query: String,
+}
+
+impl Ctx<'_> {
+    fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    /// The first value of a query parameter.
+    fn query_param(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    fn header(&self, name: HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// An absolute URL for `path`, as Distribution builds it: `http.host` when configured,
+    /// else the request's scheme and host (honouring `X-Forwarded-Proto`/`-Host`), or just the
+    /// path with `http.relativeurls`.
+    fn url(&self, path: &str) -> String {
+        let http = &self.state.http;
+        if http.relative_urls {
+            return path.to_owned();
+        }
+        if let Some(host) = &http.host {
+            return format!("{}{}", host.trim_end_matches('/'), path);
+        }
+        let first = |name: &str| {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let scheme = first("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+        match first("x-forwarded-host").or_else(|| first("host")) {
+            Some(host) => format!("{scheme}://{host}{path}"),
+            None => path.to_owned(),
+        }
+    }
+}
+
+fn repo(name: &str) -> Result<RepoName, ApiError> {
+    RepoName::parse(name).map_err(|e| Error::NameInvalid(e).into())
+}
+
+fn digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::parse(s).map_err(|e| Error::DigestSyntax(e).into())
+}
+
+fn base() -> Response {
+    let mut r = Response::new(Body::from("{}"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// A response with a status, no body, and `Content-Length: 0`.
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn set(r: &mut Response, name: impl header::IntoHeaderName, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+/// The request body as the registry's byte stream.
+fn body_stream(body: Body) -> berth_registry::ByteStream {
+    use futures_util::{StreamExt, TryStreamExt};
+    body.into_data_stream().map_err(std::io::Error::other).boxed()
+}

@@ -1,0 +1,73 @@
+//! `GET`, `HEAD`, `PUT` and `DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_oci::{Reference, RepoName};
+use berth_registry::Error;
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+
+use crate::{ApiError, Ctx, empty, error, set};
+
+pub(crate) async fn handle(
+    ctx: &Ctx<'_>,
+    method: Method,
+    repo: &RepoName,
+    raw_reference: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let reference = Reference::parse(raw_reference).map_err(Error::ReferenceInvalid)?;
+    let registry = ctx.registry();
+    match method {
+        Method::GET | Method::HEAD => {
+            let manifest = registry.get_manifest(repo, &reference).await?;
+            let len = manifest.body.len();
+            let mut r = if method == Method::HEAD {
+                Response::new(Body::empty())
+            } else {
+                Response::new(Body::from(manifest.body))
+            };
+            set(&mut r, header::CONTENT_TYPE, &manifest.media_type);
+            set(&mut r, header::CONTENT_LENGTH, len.to_string());
+            let digest = manifest.digest.to_string();
+            set(&mut r, header::ETAG, format!("\"{digest}\""));
+            set(&mut r, "docker-content-digest", digest);
+            Ok(r)
+        }
+        Method::PUT => {
+            let limit = registry.options().max_manifest_size;
+            let body = read_limited(body, limit).await?;
+            let content_type = ctx.header(header::CONTENT_TYPE);
+            let put = registry
+                .put_manifest(repo, &reference, content_type, body)
+                .await?;
+            let digest = put.digest.to_string();
+            let mut r = empty(StatusCode::CREATED);
+            set(&mut r, header::LOCATION, ctx.url(&format!("/v2/{repo}/manifests/{digest}")));
+            set(&mut r, "docker-content-digest", digest);
+            if let Some(subject) = put.subject {
+                set(&mut r, "oci-subject", subject.to_string());
+            }
+            Ok(r)
+        }
+        Method::DELETE => {
+            registry.delete_manifest(repo, &reference).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        _ => Err(error::unsupported_method()),
+    }
+}
+
+/// Reads a manifest body, refusing one larger than `limit` without buffering past it.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
+            Error::ManifestInvalid(format!("manifest is larger than the {limit} bytes allowed")),
+        )),
+        Err(e) => Err(ApiError(Error::ManifestInvalid(format!(
+            "reading the request body failed: {e}"
+        )))),
+    }
+}

@@ -1,0 +1,119 @@
+//! Upload sessions: `POST /blobs/uploads/` (start, monolithic, mount), and `PATCH`, `PUT`,
+//! `GET`, `DELETE` on `/blobs/uploads/<uuid>`.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use berth_oci::{ContentRange, RepoName};
+use berth_registry::{Error, UploadId, UploadStatus};
+use http::{Method, StatusCode, header};
+
+use crate::{ApiError, Ctx, body_stream, digest, empty, error, set};
+
+/// `POST /v2/<name>/blobs/uploads/`
+pub(crate) async fn start(ctx: &Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, ApiError> {
+    let registry = ctx.registry();
+    if let Some(mount) = ctx.query_param("mount") {
+        let from = ctx.query_param("from").and_then(|f| RepoName::parse(&f).ok());
+        // An unusable mount request falls back to a plain upload, as the spec allows.
+        if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from) {
+            if registry.mount_blob(repo, &from, &d).await? {
+                return Ok(blob_created(ctx, repo, &d.to_string()));
+            }
+        }
+    } else if let Some(raw) = ctx.query_param("digest") {
+        let d = digest(&raw)?;
+        registry.push_blob(repo, &d, body_stream(body)).await?;
+        return Ok(blob_created(ctx, repo, &raw));
+    }
+    let status = registry.start_upload(repo).await?;
+    Ok(upload_response(ctx, repo, StatusCode::ACCEPTED, &status))
+}
+
+/// Methods on `/v2/<name>/blobs/uploads/<uuid>`.
+pub(crate) async fn handle(
+    ctx: &Ctx<'_>,
+    method: Method,
+    repo: &RepoName,
+    raw_id: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = UploadId::parse(raw_id)?;
+    let registry = ctx.registry();
+    match method {
+        Method::GET | Method::HEAD => {
+            let status = registry.upload_status(repo, &id).await?;
+            Ok(upload_response(ctx, repo, StatusCode::NO_CONTENT, &status))
+        }
+        Method::PATCH => {
+            let start = match ctx.header(header::CONTENT_RANGE) {
+                None => None,
+                Some(h) => match ContentRange::parse(h) {
+                    Ok(r) => Some(r.start),
+                    Err(_) => {
+                        let size = registry.upload_status(repo, &id).await?.size;
+                        return Ok(range_invalid(ctx, repo, &id, size));
+                    }
+                },
+            };
+            match registry.append_chunk(repo, &id, start, body_stream(body)).await {
+                Ok(status) => Ok(upload_response(ctx, repo, StatusCode::ACCEPTED, &status)),
+                Err(Error::RangeInvalid { size }) => Ok(range_invalid(ctx, repo, &id, size)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Method::PUT => {
+            let raw = ctx.query_param("digest").ok_or_else(|| {
+                ApiError(Error::DigestSyntax(berth_oci::DigestError::Malformed(
+                    "missing ?digest= parameter".into(),
+                )))
+            })?;
+            let d = digest(&raw)?;
+            registry
+                .finish_upload(repo, &id, &d, Some(body_stream(body)))
+                .await?;
+            Ok(blob_created(ctx, repo, &raw))
+        }
+        Method::DELETE => {
+            registry.cancel_upload(repo, &id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(error::unsupported_method()),
+    }
+}
+
+fn blob_created(ctx: &Ctx<'_>, repo: &RepoName, digest: &str) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    set(&mut r, header::LOCATION, ctx.url(&format!("/v2/{repo}/blobs/{digest}")));
+    set(&mut r, "docker-content-digest", digest);
+    r
+}
+
+/// Distribution's `Range` form for an upload: `0-<last byte>`, and `0-0` when empty.
+fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_response(ctx: &Ctx<'_>, repo: &RepoName, status: StatusCode, s: &UploadStatus) -> Response {
+    let mut r = empty(status);
+    set(
+        &mut r,
+        header::LOCATION,
+        ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", s.id.as_str())),
+    );
+    set(&mut r, header::RANGE, range_value(s.size));
+    set(&mut r, "docker-upload-uuid", s.id.as_str());
+    r
+}
+
+/// 416 for a chunk that does not continue the upload, with where it stands.
+fn range_invalid(ctx: &Ctx<'_>, repo: &RepoName, id: &UploadId, size: u64) -> Response {
+    let mut r = ApiError(Error::RangeInvalid { size }).into_response();
+    set(
+        &mut r,
+        header::LOCATION,
+        ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", id.as_str())),
+    );
+    set(&mut r, header::RANGE, range_value(size));
+    set(&mut r, "docker-upload-uuid", id.as_str());
+    r
+}

@@ -1,0 +1,494 @@
+//! Distribution's `config.yml`, and the `REGISTRY_*` environment variables that override it.
+//!
+//! Any config written for Distribution must load: keys berth does not implement are logged
+//! and ignored — except the ones whose absence would silently weaken security (`auth`,
+//! `http.tls`) or lose data (a storage driver other than `filesystem`), which are refused.
+//! Errors name the key and, for the file, the line. Environment overrides follow
+//! Distribution: `REGISTRY_` + the key path upper-cased and joined by `_`, the value read as
+//! YAML (`REGISTRY_STORAGE_DELETE_ENABLED=true`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The parts of the configuration berth honours.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Config format version; Distribution's is `0.1`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub version: Option<String>,
+    /// `log`
+    pub log: Log,
+    /// `storage`
+    pub storage: Storage,
+    /// `http`
+    pub http: Http,
+    /// `catalog`
+    pub catalog: Catalog,
+    /// `validation` (berth adds `validation.manifests.maxsize`).
+    pub validation: Validation,
+    /// `auth` — not implemented yet, so refused rather than ignored.
+    pub auth: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    #[serde(deserialize_with = "lenient_string")]
+    pub level: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub formatter: Option<String>,
+    /// Accepted for compatibility; fields are added to no log line yet.
+    pub fields: Option<BTreeMap<String, serde_yaml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Storage {
+    pub filesystem: Option<Filesystem>,
+    pub delete: Enabled,
+    pub maintenance: Maintenance,
+    pub s3: Option<serde_yaml::Value>,
+    pub azure: Option<serde_yaml::Value>,
+    pub gcs: Option<serde_yaml::Value>,
+    pub swift: Option<serde_yaml::Value>,
+    pub oss: Option<serde_yaml::Value>,
+    pub inmemory: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Filesystem {
+    #[serde(deserialize_with = "lenient_string")]
+    pub rootdirectory: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Enabled {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Maintenance {
+    pub uploadpurging: UploadPurging,
+    pub readonly: Enabled,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct UploadPurging {
+    pub enabled: bool,
+    #[serde(deserialize_with = "go_duration")]
+    pub age: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurging {
+    /// Distribution's defaults.
+    fn default() -> Self {
+        UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dryrun: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Http {
+    #[serde(deserialize_with = "lenient_string")]
+    pub addr: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub net: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub host: Option<String>,
+    pub relativeurls: bool,
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Accepted for compatibility: berth's upload state needs no shared secret.
+    #[serde(deserialize_with = "lenient_string")]
+    pub secret: Option<String>,
+    /// TLS is not implemented yet, so refused rather than ignored.
+    pub tls: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Catalog {
+    pub maxentries: usize,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog { maxentries: 1000 }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Validation {
+    pub manifests: ManifestValidation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ManifestValidation {
+    pub maxsize: usize,
+}
+
+impl Default for ManifestValidation {
+    fn default() -> Self {
+        ManifestValidation {
+            maxsize: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded configuration and the warnings found while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Loads `path` (if any), then applies `REGISTRY_*` overrides from `env`.
+pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let (text, source) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("cannot read config {}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "(no config file)".to_owned()),
+    };
+    let mut warnings = Vec::new();
+    // First pass: the file alone, so type errors carry its line numbers.
+    let config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        parse_typed(serde_yaml::Deserializer::from_str(&text), &mut warnings)
+            .map_err(|e| ConfigError(format!("config {source}: {e}")))?
+    };
+    let overrides: Vec<(Vec<String>, &str, &str)> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix("REGISTRY_")?;
+            // Not configuration keys, but Distribution's own variables.
+            if rest == "CONFIGURATION_PATH" || rest.is_empty() {
+                return None;
+            }
+            let path = rest.split('_').map(|s| s.to_ascii_lowercase()).collect();
+            Some((path, k.as_str(), v.as_str()))
+        })
+        .collect();
+    let config = if overrides.is_empty() {
+        config
+    } else {
+        let mut tree: serde_yaml::Value = if text.trim().is_empty() {
+            serde_yaml::Value::Mapping(Default::default())
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| ConfigError(format!("config {source}: {e}")))?
+        };
+        for (path, _, value) in &overrides {
+            let value: serde_yaml::Value = serde_yaml::from_str(value)
+                .unwrap_or_else(|_| serde_yaml::Value::String((*value).to_owned()));
+            set_path(&mut tree, path, value);
+        }
+        let mut env_warnings = Vec::new();
+        let merged = parse_typed(tree, &mut env_warnings).map_err(|e| {
+            let names: Vec<&str> = overrides.iter().map(|(_, k, _)| *k).collect();
+            ConfigError(format!(
+                "config {source} with environment overrides {}: {e}",
+                names.join(", ")
+            ))
+        })?;
+        for w in env_warnings {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        merged
+    };
+    refuse_unsupported(&config)?;
+    Ok(Loaded { config, warnings })
+}
+
+fn parse_typed<'de, D>(de: D, warnings: &mut Vec<String>) -> Result<Config, String>
+where
+    D: Deserializer<'de>,
+    D::Error: fmt::Display,
+{
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
+    let result = serde_ignored::deserialize(tracked, |path| {
+        warnings.push(format!("unknown configuration key \"{path}\" is ignored"));
+    });
+    result.map_err(|e| {
+        let path = track.path().to_string();
+        if path == "." || path.is_empty() {
+            e.to_string()
+        } else {
+            format!("key {path}: {e}")
+        }
+    })
+}
+
+fn set_path(tree: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *tree = value;
+        return;
+    };
+    if !tree.is_mapping() {
+        *tree = serde_yaml::Value::Mapping(Default::default());
+    }
+    let map = tree.as_mapping_mut().expect("just made a mapping");
+    // Match existing keys case-insensitively, as Distribution does for struct fields.
+    let existing = map
+        .keys()
+        .find(|k| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(first)))
+        .cloned();
+    let key = existing.unwrap_or_else(|| serde_yaml::Value::String(first.clone()));
+    let child = map.entry(key).or_insert(serde_yaml::Value::Null);
+    set_path(child, rest, value);
+}
+
+fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
+    if config.auth.as_ref().is_some_and(|a| !a.is_null()) {
+        return Err(ConfigError(
+            "auth is configured but berth does not implement it yet; refusing to serve without \
+             the access control the config asks for"
+                .into(),
+        ));
+    }
+    if config.http.tls.as_ref().is_some_and(|t| !t.is_null()) {
+        return Err(ConfigError(
+            "http.tls is configured but berth does not implement TLS yet; refusing to serve \
+             plain HTTP instead"
+                .into(),
+        ));
+    }
+    let s = &config.storage;
+    for (name, section) in [
+        ("s3", &s.s3),
+        ("azure", &s.azure),
+        ("gcs", &s.gcs),
+        ("swift", &s.swift),
+        ("oss", &s.oss),
+        ("inmemory", &s.inmemory),
+    ] {
+        if section.is_some() {
+            return Err(ConfigError(format!(
+                "storage driver {name:?} is not supported yet; use storage.filesystem"
+            )));
+        }
+    }
+    if let Some(net) = &config.http.net {
+        if net != "tcp" {
+            return Err(ConfigError(format!(
+                "http.net {net:?} is not supported; use tcp"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Accepts any scalar as a string, as Go's YAML decoder does for string fields (so that
+/// `version: 0.1` and `REGISTRY_HTTP_SECRET=1234` load).
+fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<serde_yaml::Value>::deserialize(de)?;
+    match v {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s)),
+        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(serde_yaml::Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(serde::de::Error::custom("expected a string")),
+    }
+}
+
+fn go_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let v = serde_yaml::Value::deserialize(de)?;
+    let s = match &v {
+        serde_yaml::Value::String(s) => s.clone(),
+        // A bare number is nanoseconds, as in Go.
+        serde_yaml::Value::Number(n) => format!("{n}ns"),
+        _ => return Err(serde::de::Error::custom("expected a duration such as 24h")),
+    };
+    parse_go_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses Go's `time.ParseDuration` format: `1h30m`, `168h`, `10s`, `250ms`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (expected e.g. 24h, 30m, 10s)");
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+impl Config {
+    /// Where blobs and repositories live.
+    pub fn root_directory(&self) -> PathBuf {
+        self.storage
+            .filesystem
+            .as_ref()
+            .and_then(|f| f.rootdirectory.clone())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_root_directory)
+    }
+
+    /// The address to listen on; Distribution's `:5000` form means every interface.
+    pub fn listen_addr(&self) -> String {
+        match self.http.addr.as_deref() {
+            None | Some("") => "0.0.0.0:5000".to_owned(),
+            Some(a) if a.starts_with(':') => format!("0.0.0.0{a}"),
+            Some(a) => a.to_owned(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`, else `./berth-data`: somewhere an
+/// ordinary user can write, unlike Distribution's `/var/lib/registry`.
+pub fn default_root_directory() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("berth");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/berth");
+    }
+    PathBuf::from("berth-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yml");
+        std::fs::write(&p, yaml).unwrap();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        load(Some(&p), &env)
+    }
+
+    #[test]
+    fn distribution_default_config_loads_with_warnings() {
+        let yaml = "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/registry\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
+        let l = load_str(yaml, &[]).unwrap();
+        assert_eq!(l.config.version.as_deref(), Some("0.1"));
+        assert_eq!(l.config.root_directory(), PathBuf::from("/var/lib/registry"));
+        assert_eq!(l.config.listen_addr(), "0.0.0.0:5000");
+        assert_eq!(l.config.http.headers["X-Content-Type-Options"], vec!["nosniff"]);
+        assert!(l.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", l.warnings);
+        assert!(l.warnings.iter().any(|w| w.contains("health")), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let e = load_str("version: 0.1\nstorage:\n  delete:\n    enabled: maybe\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.delete.enabled"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let l = load_str(
+            "version: 0.1\nhttp:\n  addr: :5000\n",
+            &[
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:5001"),
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/data"),
+                ("REGISTRY_CATALOG_MAXENTRIES", "5"),
+                ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "2h"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert!(l.config.storage.delete.enabled);
+        assert_eq!(l.config.listen_addr(), "127.0.0.1:5001");
+        assert_eq!(l.config.root_directory(), PathBuf::from("/data"));
+        assert_eq!(l.config.catalog.maxentries, 5);
+        assert_eq!(
+            l.config.storage.maintenance.uploadpurging.age,
+            Duration::from_secs(7200)
+        );
+    }
+
+    #[test]
+    fn env_type_error_names_the_variable() {
+        let e = load_str("version: 0.1\n", &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REGISTRY_STORAGE_DELETE_ENABLED"), "{e}");
+        assert!(e.contains("storage.delete.enabled"), "{e}");
+    }
+
+    #[test]
+    fn security_relevant_sections_are_refused() {
+        assert!(load_str("auth:\n  htpasswd:\n    realm: r\n    path: /x\n", &[]).is_err());
+        assert!(load_str("http:\n  tls:\n    certificate: /x\n", &[]).is_err());
+        assert!(load_str("storage:\n  s3:\n    bucket: b\n", &[]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_go_duration("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("h").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! The `berth` command: reads Distribution's configuration, wires the filesystem driver into
+//! the registry and the registry into the HTTP server, and runs it. This is the only crate
+//! that reads the environment.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use berth_registry::{Options, Registry};
+use berth_server::HttpOptions;
+use berth_storage::FsDriver;
+use clap::{Parser, Subcommand};
+use http::{HeaderName, HeaderValue};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A container registry compatible with CNCF Distribution")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry API.
+    Serve {
+        /// Distribution-format config.yml; defaults to $REGISTRY_CONFIGURATION_PATH if set.
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config_path = config_path.or_else(|| {
+        std::env::var_os("REGISTRY_CONFIGURATION_PATH")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let loaded = match config::load(config_path.as_deref(), &env) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = loaded.config;
+    if let Err(e) = init_logging(&config.log) {
+        eprintln!("berth: {e}");
+        return ExitCode::from(2);
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(log: &config::Log) -> Result<(), String> {
+    let level = match log.level.as_deref().unwrap_or("info") {
+        "panic" | "fatal" | "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        other => return Err(format!("log.level {other:?} is not one of error, warn, info, debug")),
+    };
+    // RUST_LOG refines per module when set; log.level is the default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.formatter.as_deref().unwrap_or("text") {
+        "text" => builder.init(),
+        "json" | "logstash" => builder.json().flatten_event(true).init(),
+        other => return Err(format!("log.formatter {other:?} is not one of text, json, logstash")),
+    }
+    Ok(())
+}
+
+async fn run(config: config::Config) -> Result<(), String> {
+    let root = config.root_directory();
+    let driver = FsDriver::new(&root)
+        .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
+    let options = Options {
+        delete_enabled: config.storage.delete.enabled,
+        read_only: config.storage.maintenance.readonly.enabled,
+        max_manifest_size: config.validation.manifests.maxsize,
+    };
+    let registry = Registry::new(Arc::new(driver), options);
+
+    let mut headers = Vec::new();
+    for (name, values) in &config.http.headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|e| format!("http.headers: invalid header name {name:?}: {e}"))?;
+        for value in values {
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| format!("http.headers.{name}: invalid value {value:?}: {e}"))?;
+            headers.push((name.clone(), value));
+        }
+    }
+    let http = HttpOptions {
+        host: config.http.host.clone().filter(|h| !h.is_empty()),
+        relative_urls: config.http.relativeurls,
+        headers,
+        catalog_max_entries: config.catalog.maxentries,
+    };
+
+    let purging = &config.storage.maintenance.uploadpurging;
+    if purging.enabled && !config.storage.maintenance.readonly.enabled {
+        let (registry, age, interval, dry_run) =
+            (registry.clone(), purging.age, purging.interval, purging.dryrun);
+        tokio::spawn(async move { purge_loop(registry, age, interval, dry_run).await });
+    }
+
+    let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        addr = %local,
+        root = %root.display(),
+        delete = config.storage.delete.enabled,
+        readonly = config.storage.maintenance.readonly.enabled,
+        version = env!("CARGO_PKG_VERSION"),
+        "berth listening"
+    );
+    axum::serve(listener, berth_server::app(registry, http))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+async fn purge_loop(
+    registry: Registry,
+    age: std::time::Duration,
+    interval: std::time::Duration,
+    dry_run: bool,
+) {
+    // The first pass comes soon after start, so a registry restarted more often than the
+    // interval still purges.
+    let interval = interval.max(std::time::Duration::from_secs(1));
+    let mut wait = interval.min(std::time::Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = interval;
+        match registry.purge_uploads(age, dry_run).await {
+            Ok(report) => tracing::info!(
+                purged = report.purged.len(),
+                dry_run,
+                "upload purge finished"
+            ),
+            Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
