@@ -4,6 +4,7 @@
 
 mod config;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -90,7 +91,8 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match log.formatter.as_deref().unwrap_or("text") {
         "text" => builder.init(),
         "json" | "logstash" => builder.json().flatten_event(true).init(),
