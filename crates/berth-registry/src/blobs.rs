@@ -29,9 +29,11 @@ impl Registry {
         {
             return Ok(true);
         }
-        Ok(read_link(self.driver(), &layout::revision_link(repo, digest))
-            .await?
-            .is_some_and(|d| &d == digest))
+        Ok(
+            read_link(self.driver(), &layout::revision_link(repo, digest))
+                .await?
+                .is_some_and(|d| &d == digest),
+        )
     }
 
     /// The size of a blob the repository links. BlobUnknown otherwise.

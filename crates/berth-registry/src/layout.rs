@@ -10,8 +10,13 @@
 //!     │   └── tags/<tag>/
 //!     │       ├── current/link                          what the tag points at now
 //!     │       └── index/<alg>/<hex>/link                everything it has pointed at
-//!     └── _uploads/<uuid>/{data,startedat}              upload sessions in progress
+//!     ├── _uploads/<uuid>/{data,startedat}              upload sessions in progress
+//!     └── _referrers/<alg>/<hex>/<alg>/<hex>/link       berth only: manifests whose
+//!                                                       `subject` is the first digest
 //! ```
+//! `_referrers` is berth's addition. Distribution skips `_`-prefixed directories when it walks
+//! repositories and never reads this one, and the manifests it indexes are ordinary revisions,
+//! so Distribution's garbage collector keeps them as it keeps any other revision.
 //! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
 //! (`registry/storage/paths.go`), so either program serves a directory the other wrote.
 
@@ -29,7 +34,9 @@ fn path(parts: &[&str]) -> StoragePath {
         for component in part.split('/') {
             // Every part comes from a checked newtype (RepoName, Tag, Digest, UploadId) or a
             // constant, all of which satisfy StoragePath's grammar.
-            p = p.join(component).expect("checked names are valid path components");
+            p = p
+                .join(component)
+                .expect("checked names are valid path components");
         }
     }
     p
@@ -98,7 +105,12 @@ pub fn tags_dir(repo: &RepoName) -> StoragePath {
 
 /// `repositories/<name>/_manifests/tags/<tag>`
 pub fn tag_dir(repo: &RepoName, tag: &Tag) -> StoragePath {
-    path(&["repositories", repo.as_str(), "_manifests/tags", tag.as_str()])
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_manifests/tags",
+        tag.as_str(),
+    ])
 }
 
 /// `repositories/<name>/_manifests/tags/<tag>/current/link`
@@ -138,7 +150,13 @@ pub fn upload_dir(repo: &RepoName, id: &UploadId) -> StoragePath {
 
 /// `repositories/<name>/_uploads/<uuid>/data`
 pub fn upload_data(repo: &RepoName, id: &UploadId) -> StoragePath {
-    path(&["repositories", repo.as_str(), "_uploads", id.as_str(), "data"])
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_uploads",
+        id.as_str(),
+        "data",
+    ])
 }
 
 /// `repositories/<name>/_uploads/<uuid>/startedat`
@@ -149,6 +167,31 @@ pub fn upload_started_at(repo: &RepoName, id: &UploadId) -> StoragePath {
         "_uploads",
         id.as_str(),
         "startedat",
+    ])
+}
+
+/// `repositories/<name>/_referrers/<alg>/<hex>`: the referrers of `subject`.
+pub fn referrers_dir(repo: &RepoName, subject: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_referrers",
+        subject.algorithm().as_str(),
+        subject.hex(),
+    ])
+}
+
+/// `repositories/<name>/_referrers/<alg>/<hex>/<alg>/<hex>/link`
+pub fn referrer_link(repo: &RepoName, subject: &Digest, referrer: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_referrers",
+        subject.algorithm().as_str(),
+        subject.hex(),
+        referrer.algorithm().as_str(),
+        referrer.hex(),
+        "link",
     ])
 }
 
@@ -174,7 +217,10 @@ mod tests {
             (blob_data(&d()), format!("{v2}/blobs/sha256/e3/{HEX}/data")),
             (blob_dir(&d()), format!("{v2}/blobs/sha256/e3/{HEX}")),
             (repositories_root(), format!("{v2}/repositories")),
-            (repository(&r()), format!("{v2}/repositories/library/ubuntu")),
+            (
+                repository(&r()),
+                format!("{v2}/repositories/library/ubuntu"),
+            ),
             (
                 layer_link(&r(), &d()),
                 format!("{v2}/repositories/library/ubuntu/_layers/sha256/{HEX}/link"),
@@ -199,13 +245,22 @@ mod tests {
             ),
             (
                 upload_data(&r(), &id),
-                format!("{v2}/repositories/library/ubuntu/_uploads/{}/data", id.as_str()),
+                format!(
+                    "{v2}/repositories/library/ubuntu/_uploads/{}/data",
+                    id.as_str()
+                ),
             ),
             (
                 upload_started_at(&r(), &id),
                 format!(
                     "{v2}/repositories/library/ubuntu/_uploads/{}/startedat",
                     id.as_str()
+                ),
+            ),
+            (
+                referrer_link(&r(), &d(), &d()),
+                format!(
+                    "{v2}/repositories/library/ubuntu/_referrers/sha256/{HEX}/sha256/{HEX}/link"
                 ),
             ),
         ];

@@ -13,6 +13,7 @@ pub mod layout;
 mod listing;
 mod maintenance;
 mod manifests;
+mod referrers;
 mod uploads;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use error::{Error, Result};
 pub use listing::Page;
 pub use maintenance::PurgeReport;
 pub use manifests::{ManifestRead, PutManifest};
+pub use referrers::ReferrersIndex;
 pub use uploads::{UploadId, UploadStatus};
 
 /// A byte stream in or out of the registry.

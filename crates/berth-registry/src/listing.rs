@@ -114,23 +114,38 @@ mod tests {
         let all = v(&["a", "b", "c", "d"]);
         assert_eq!(
             paginate(all.clone(), Some(2), None),
-            Page { items: v(&["a", "b"]), more: true }
+            Page {
+                items: v(&["a", "b"]),
+                more: true
+            }
         );
         assert_eq!(
             paginate(all.clone(), Some(2), Some("b")),
-            Page { items: v(&["c", "d"]), more: false }
+            Page {
+                items: v(&["c", "d"]),
+                more: false
+            }
         );
         assert_eq!(
             paginate(all.clone(), None, Some("bb")),
-            Page { items: v(&["c", "d"]), more: false }
+            Page {
+                items: v(&["c", "d"]),
+                more: false
+            }
         );
         assert_eq!(
             paginate(all.clone(), Some(0), None),
-            Page { items: vec![], more: true }
+            Page {
+                items: vec![],
+                more: true
+            }
         );
         assert_eq!(
             paginate(all, Some(10), Some("z")),
-            Page { items: vec![], more: false }
+            Page {
+                items: vec![],
+                more: false
+            }
         );
     }
 }

@@ -79,7 +79,11 @@ impl Registry {
                     }
                 } else if !child.starts_with('_') {
                     if let Ok(path) = dir.join(&child) {
-                        let n = if name.is_empty() { child } else { format!("{name}/{child}") };
+                        let n = if name.is_empty() {
+                            child
+                        } else {
+                            format!("{name}/{child}")
+                        };
                         pending.push((path, n));
                     }
                 }

@@ -30,6 +30,13 @@ pub struct ManifestRead {
     pub body: Bytes,
 }
 
+fn ignore_not_found(r: std::result::Result<(), berth_storage::StorageError>) -> Result<()> {
+    match r {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn digest_of(body: &[u8], algorithm: Algorithm) -> Digest {
     let mut h = Hasher::new(algorithm);
     h.update(body);
@@ -89,7 +96,16 @@ impl Registry {
             Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
             Err(e) => return Err(e.into()),
         }
-        write_link(self.driver(), &layout::revision_link(repo, &digest), &digest).await?;
+        write_link(
+            self.driver(),
+            &layout::revision_link(repo, &digest),
+            &digest,
+        )
+        .await?;
+        if let Some(subject) = &manifest.subject {
+            let link = layout::referrer_link(repo, &subject.digest, &digest);
+            write_link(self.driver(), &link, &digest).await?;
+        }
         if let Reference::Tag(tag) = reference {
             self.tag_manifest(repo, tag, &digest).await?;
         }
@@ -124,9 +140,11 @@ impl Registry {
     }
 
     async fn revision_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(read_link(self.driver(), &layout::revision_link(repo, digest))
-            .await?
-            .is_some_and(|d| &d == digest))
+        Ok(
+            read_link(self.driver(), &layout::revision_link(repo, digest))
+                .await?
+                .is_some_and(|d| &d == digest),
+        )
     }
 
     /// Resolves a reference to the digest of a manifest in the repository.
@@ -147,7 +165,11 @@ impl Registry {
     }
 
     /// Reads a manifest by tag or digest, verifying its bytes against its digest.
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRead> {
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestRead> {
         let digest = self.resolve(repo, reference).await?;
         let body = match self.driver().get(&layout::blob_data(&digest)).await {
             Ok(b) => b,
@@ -189,22 +211,24 @@ impl Registry {
                 for tag in self.all_tags(repo).await? {
                     let current = layout::tag_current_link(repo, &tag);
                     if read_link(self.driver(), &current).await?.as_ref() == Some(digest) {
-                        match self.driver().delete(&layout::tag_dir(repo, &tag)).await {
-                            Ok(()) => {}
-                            Err(e) if e.is_not_found() => {}
-                            Err(e) => return Err(e.into()),
+                        ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
+                    }
+                }
+                // Drop it from its subject's referrers before the revision goes, so the
+                // referrers list never names a manifest that cannot be fetched.
+                if let Ok(body) = self.driver().get(&layout::blob_data(digest)).await {
+                    if let Ok(manifest) = Manifest::parse(&body, None) {
+                        if let Some(subject) = manifest.subject {
+                            let link = layout::referrer_link(repo, &subject.digest, digest);
+                            ignore_not_found(self.driver().delete(&link.parent()).await)?;
                         }
                     }
                 }
-                match self
-                    .driver()
-                    .delete(&layout::revision_dir(repo, digest))
-                    .await
-                {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
+                ignore_not_found(
+                    self.driver()
+                        .delete(&layout::revision_dir(repo, digest))
+                        .await,
+                )
             }
         }
     }

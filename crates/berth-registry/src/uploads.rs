@@ -152,7 +152,9 @@ impl Registry {
         self.check_writable()?;
         let lock = self.inner.uploads.lock_for(id);
         let mut state = lock.lock().await;
-        let size = self.append_locked(repo, id, start, body, &mut state).await?;
+        let size = self
+            .append_locked(repo, id, start, body, &mut state)
+            .await?;
         Ok(UploadStatus {
             id: id.clone(),
             size,
@@ -234,7 +236,9 @@ impl Registry {
             })
         } else {
             match self.commit_blob(&data, digest).await {
-                Ok(()) => write_link(self.driver(), &layout::layer_link(repo, digest), digest).await,
+                Ok(()) => {
+                    write_link(self.driver(), &layout::layer_link(repo, digest), digest).await
+                }
                 Err(e) => Err(e),
             }
         };
@@ -298,7 +302,12 @@ impl Registry {
     }
 
     /// Pushes a whole blob in one request (`POST ?digest=` with a body).
-    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<()> {
         let status = self.start_upload(repo).await?;
         self.finish_upload(repo, &status.id, digest, Some(body))
             .await
@@ -306,7 +315,12 @@ impl Registry {
 
     /// Links `digest` from repository `from` into `repo` without copying. Returns false when
     /// `from` does not link it (the caller then starts a normal upload).
-    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
         self.check_writable()?;
         let linked = read_link(self.driver(), &layout::layer_link(from, digest))
             .await?

@@ -130,14 +130,50 @@ mod tests {
             ("/v2/_catalog", Some(Catalog)),
             ("/v2/a/tags/list", Some(Tags { name: "a" })),
             ("/v2/a/b/c/tags/list", Some(Tags { name: "a/b/c" })),
-            ("/v2/a/manifests/latest", Some(Manifest { name: "a", reference: "latest" })),
-            ("/v2/x/blobs/manifests/v1", Some(Manifest { name: "x/blobs", reference: "v1" })),
-            ("/v2/a/b/blobs/sha256:abc", Some(Blob { name: "a/b", digest: d })),
+            (
+                "/v2/a/manifests/latest",
+                Some(Manifest {
+                    name: "a",
+                    reference: "latest",
+                }),
+            ),
+            (
+                "/v2/x/blobs/manifests/v1",
+                Some(Manifest {
+                    name: "x/blobs",
+                    reference: "v1",
+                }),
+            ),
+            (
+                "/v2/a/b/blobs/sha256:abc",
+                Some(Blob {
+                    name: "a/b",
+                    digest: d,
+                }),
+            ),
             ("/v2/a/blobs/uploads/", Some(UploadStart { name: "a" })),
             ("/v2/a/blobs/uploads", Some(UploadStart { name: "a" })),
-            ("/v2/a/b/blobs/uploads/1234", Some(Upload { name: "a/b", id: "1234" })),
-            ("/v2/a/referrers/sha256:abc", Some(Referrers { name: "a", digest: d })),
-            ("/v2/a/manifests/", Some(Manifest { name: "a", reference: "" })),
+            (
+                "/v2/a/b/blobs/uploads/1234",
+                Some(Upload {
+                    name: "a/b",
+                    id: "1234",
+                }),
+            ),
+            (
+                "/v2/a/referrers/sha256:abc",
+                Some(Referrers {
+                    name: "a",
+                    digest: d,
+                }),
+            ),
+            (
+                "/v2/a/manifests/",
+                Some(Manifest {
+                    name: "a",
+                    reference: "",
+                }),
+            ),
             ("/v2/manifests/latest", None),
             ("/v2/blobs/uploads/", None),
             ("/v2/a", None),

@@ -25,7 +25,8 @@ pub(crate) fn body(code: ErrorCode, message: &str, detail: Option<serde_json::Va
     }
     let json = serde_json::json!({ "errors": [entry] }).to_string();
     let mut r = Response::new(Body::from(json));
-    *r.status_mut() = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),

@@ -11,6 +11,7 @@ pub mod endpoint;
 mod error;
 mod listing;
 mod manifests;
+mod referrers;
 mod uploads;
 
 use std::sync::Arc;
@@ -122,7 +123,9 @@ async fn handle(
         (E::Blob { name, digest }, m) => blobs::handle(&ctx, m, &repo(name)?, digest).await,
         (E::UploadStart { name }, Method::POST) => uploads::start(&ctx, &repo(name)?, body).await,
         (E::Upload { name, id }, m) => uploads::handle(&ctx, m, &repo(name)?, id, body).await,
-        (E::Referrers { .. }, _) => Err(error::unsupported_method()),
+        (E::Referrers { name, digest }, Method::GET) => {
+            referrers::get(&ctx, &repo(name)?, digest).await
+        }
         _ => Err(error::unsupported_method()),
     }
 }
@@ -212,5 +215,7 @@ fn set(r: &mut Response, name: impl header::IntoHeaderName, value: impl AsRef<st
 /// The request body as the registry's byte stream.
 fn body_stream(body: Body) -> berth_registry::ByteStream {
     use futures_util::{StreamExt, TryStreamExt};
-    body.into_data_stream().map_err(std::io::Error::other).boxed()
+    body.into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed()
 }

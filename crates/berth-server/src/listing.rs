@@ -27,7 +27,11 @@ fn page_size(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
 
 fn json_response(value: serde_json::Value, next: Option<String>) -> Response {
     let mut r = Response::new(Body::from(value.to_string()));
-    set(&mut r, header::CONTENT_TYPE, "application/json; charset=utf-8");
+    set(
+        &mut r,
+        header::CONTENT_TYPE,
+        "application/json; charset=utf-8",
+    );
     if let Some(next) = next {
         set(&mut r, header::LINK, format!("<{next}>; rel=\"next\""));
     }

@@ -44,7 +44,11 @@ pub(crate) async fn handle(
                 .await?;
             let digest = put.digest.to_string();
             let mut r = empty(StatusCode::CREATED);
-            set(&mut r, header::LOCATION, ctx.url(&format!("/v2/{repo}/manifests/{digest}")));
+            set(
+                &mut r,
+                header::LOCATION,
+                ctx.url(&format!("/v2/{repo}/manifests/{digest}")),
+            );
             set(&mut r, "docker-content-digest", digest);
             if let Some(subject) = put.subject {
                 set(&mut r, "oci-subject", subject.to_string());

@@ -10,10 +10,16 @@ use http::{Method, StatusCode, header};
 use crate::{ApiError, Ctx, body_stream, digest, empty, error, set};
 
 /// `POST /v2/<name>/blobs/uploads/`
-pub(crate) async fn start(ctx: &Ctx<'_>, repo: &RepoName, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn start(
+    ctx: &Ctx<'_>,
+    repo: &RepoName,
+    body: Body,
+) -> Result<Response, ApiError> {
     let registry = ctx.registry();
     if let Some(mount) = ctx.query_param("mount") {
-        let from = ctx.query_param("from").and_then(|f| RepoName::parse(&f).ok());
+        let from = ctx
+            .query_param("from")
+            .and_then(|f| RepoName::parse(&f).ok());
         // An unusable mount request falls back to a plain upload, as the spec allows.
         if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from) {
             if registry.mount_blob(repo, &from, &d).await? {
@@ -55,7 +61,10 @@ pub(crate) async fn handle(
                     }
                 },
             };
-            match registry.append_chunk(repo, &id, start, body_stream(body)).await {
+            match registry
+                .append_chunk(repo, &id, start, body_stream(body))
+                .await
+            {
                 Ok(status) => Ok(upload_response(ctx, repo, StatusCode::ACCEPTED, &status)),
                 Err(Error::RangeInvalid { size }) => Ok(range_invalid(ctx, repo, &id, size)),
                 Err(e) => Err(e.into()),
@@ -83,7 +92,11 @@ pub(crate) async fn handle(
 
 fn blob_created(ctx: &Ctx<'_>, repo: &RepoName, digest: &str) -> Response {
     let mut r = empty(StatusCode::CREATED);
-    set(&mut r, header::LOCATION, ctx.url(&format!("/v2/{repo}/blobs/{digest}")));
+    set(
+        &mut r,
+        header::LOCATION,
+        ctx.url(&format!("/v2/{repo}/blobs/{digest}")),
+    );
     set(&mut r, "docker-content-digest", digest);
     r
 }
@@ -93,7 +106,12 @@ fn range_value(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
-fn upload_response(ctx: &Ctx<'_>, repo: &RepoName, status: StatusCode, s: &UploadStatus) -> Response {
+fn upload_response(
+    ctx: &Ctx<'_>,
+    repo: &RepoName,
+    status: StatusCode,
+    s: &UploadStatus,
+) -> Response {
     let mut r = empty(status);
     set(
         &mut r,
