@@ -69,9 +69,9 @@ impl Digest {
                 // The spec's algorithm grammar is [a-z0-9]+([+._-][a-z0-9]+)*; anything
                 // else is a malformed digest, not merely an unsupported one.
                 let valid_grammar = !other.is_empty()
-                    && other
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+                    && other.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)
+                    });
                 return Err(if valid_grammar {
                     DigestError::UnsupportedAlgorithm(truncate(other))
                 } else {
@@ -80,7 +80,9 @@ impl Digest {
             }
         };
         let valid = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadEncoding(truncate(s), algorithm.hex_len()));
         }
@@ -235,6 +237,9 @@ mod tests {
             Digest::parse("md5:abc"),
             Err(DigestError::UnsupportedAlgorithm(_))
         ));
-        assert!(matches!(Digest::parse("MD5:abc"), Err(DigestError::Malformed(_))));
+        assert!(matches!(
+            Digest::parse("MD5:abc"),
+            Err(DigestError::Malformed(_))
+        ));
     }
 }

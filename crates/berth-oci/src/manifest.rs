@@ -216,7 +216,9 @@ impl Manifest {
             },
         };
         if kind.is_index() {
-            let manifests = raw.manifests.ok_or(ManifestError::MissingField("manifests"))?;
+            let manifests = raw
+                .manifests
+                .ok_or(ManifestError::MissingField("manifests"))?;
             Ok(Manifest {
                 kind,
                 config: None,
@@ -349,13 +351,22 @@ mod tests {
     #[test]
     fn schema1_and_garbage_are_refused() {
         let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        assert_eq!(Manifest::parse(s1, None).unwrap_err(), ManifestError::Schema1);
+        assert_eq!(
+            Manifest::parse(s1, None).unwrap_err(),
+            ManifestError::Schema1
+        );
         assert_eq!(
             Manifest::parse(&image(None), Some(DOCKER_SCHEMA1_SIGNED)).unwrap_err(),
             ManifestError::Schema1
         );
-        assert!(matches!(Manifest::parse(b"{", None), Err(ManifestError::Malformed(_))));
-        assert!(matches!(Manifest::parse(b"[]", None), Err(ManifestError::Malformed(_))));
+        assert!(matches!(
+            Manifest::parse(b"{", None),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Manifest::parse(b"[]", None),
+            Err(ManifestError::Malformed(_))
+        ));
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":3}"#, None),
             Err(ManifestError::SchemaVersion(3))
@@ -396,9 +407,15 @@ mod tests {
 
     #[test]
     fn sniffing_stored_bytes() {
-        assert_eq!(Manifest::sniff_media_type(&image(Some(DOCKER_MANIFEST))), DOCKER_MANIFEST);
+        assert_eq!(
+            Manifest::sniff_media_type(&image(Some(DOCKER_MANIFEST))),
+            DOCKER_MANIFEST
+        );
         assert_eq!(Manifest::sniff_media_type(&image(None)), OCI_MANIFEST);
-        assert_eq!(Manifest::sniff_media_type(br#"{"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(
+            Manifest::sniff_media_type(br#"{"manifests":[]}"#),
+            OCI_INDEX
+        );
         assert_eq!(Manifest::sniff_media_type(b"garbage"), OCI_MANIFEST);
     }
 }

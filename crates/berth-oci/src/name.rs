@@ -235,7 +235,10 @@ mod tests {
         ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(RepoName::parse(&"a".repeat(256)), Err(NameError::NameTooLong));
+        assert_eq!(
+            RepoName::parse(&"a".repeat(256)),
+            Err(NameError::NameTooLong)
+        );
     }
 
     #[test]
@@ -243,7 +246,17 @@ mod tests {
         for ok in ["latest", "v1.2.3", "_x", "A-b_c.d", &"a".repeat(128)] {
             assert!(Tag::parse(ok).is_ok(), "{ok:?} refused");
         }
-        for bad in ["", ".x", "-x", "a/b", "..", "a:b", "ü", &"a".repeat(129), "a\0"] {
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "..",
+            "a:b",
+            "ü",
+            &"a".repeat(129),
+            "a\0",
+        ] {
             assert!(Tag::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -120,7 +120,10 @@ mod tests {
         let r = |h| ByteRange::parse_request(h, 100);
         assert_eq!(r("bytes=0-9"), Ok(Some(ByteRange { start: 0, end: 9 })));
         assert_eq!(r("bytes=90-"), Ok(Some(ByteRange { start: 90, end: 99 })));
-        assert_eq!(r("bytes=90-1000"), Ok(Some(ByteRange { start: 90, end: 99 })));
+        assert_eq!(
+            r("bytes=90-1000"),
+            Ok(Some(ByteRange { start: 90, end: 99 }))
+        );
         assert_eq!(r("bytes=-10"), Ok(Some(ByteRange { start: 90, end: 99 })));
         assert_eq!(r("bytes=-1000"), Ok(Some(ByteRange { start: 0, end: 99 })));
         assert_eq!(r("bytes=0-1,5-6"), Ok(None));

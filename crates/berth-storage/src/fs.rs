@@ -120,7 +120,9 @@ impl Drop for TempGuard {
 }
 
 fn put_atomic(target: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = target.parent().ok_or_else(|| io::Error::other("no parent"))?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent"))?;
     create_dirs_durably(dir)?;
     let name = target
         .file_name()
@@ -362,7 +364,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = FsDriver::new(dir.path()).unwrap();
         assert!(d.get(&p("a/b")).await.unwrap_err().is_not_found());
-        d.put(&p("a/b/c"), Bytes::from_static(b"hello")).await.unwrap();
+        d.put(&p("a/b/c"), Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         assert_eq!(d.get(&p("a/b/c")).await.unwrap(), "hello");
         assert!(d.get(&p("a/b")).await.unwrap_err().is_not_found());
         assert_eq!(d.stat(&p("a/b/c")).await.unwrap().size, 5);

@@ -82,17 +82,25 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for bad in ["", "a//b", "..", "a/../b", ".", "/a", "a/", "a\0b", "a b", "ä", "a%2fb"] {
+        for bad in [
+            "", "a//b", "..", "a/../b", ".", "/a", "a/", "a\0b", "a b", "ä", "a%2fb",
+        ] {
             assert!(StoragePath::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn joins_and_splits() {
-        let p = StoragePath::parse("docker/registry/v2").unwrap().join("blobs").unwrap();
+        let p = StoragePath::parse("docker/registry/v2")
+            .unwrap()
+            .join("blobs")
+            .unwrap();
         assert_eq!(p.as_str(), "docker/registry/v2/blobs");
         assert_eq!(p.file_name(), "blobs");
         assert_eq!(p.parent().as_str(), "docker/registry/v2");
-        assert_eq!(StoragePath::parse("a").unwrap().parent(), StoragePath::root());
+        assert_eq!(
+            StoragePath::parse("a").unwrap().parent(),
+            StoragePath::root()
+        );
     }
 }

@@ -414,8 +414,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.yml");
         std::fs::write(&p, yaml).unwrap();
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         load(Some(&p), &env)
     }
 
@@ -424,18 +426,35 @@ mod tests {
         let yaml = "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/registry\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
         let l = load_str(yaml, &[]).unwrap();
         assert_eq!(l.config.version.as_deref(), Some("0.1"));
-        assert_eq!(l.config.root_directory(), PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            l.config.root_directory(),
+            PathBuf::from("/var/lib/registry")
+        );
         assert_eq!(l.config.listen_addr(), "0.0.0.0:5000");
-        assert_eq!(l.config.http.headers["X-Content-Type-Options"], vec!["nosniff"]);
-        assert!(l.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", l.warnings);
-        assert!(l.warnings.iter().any(|w| w.contains("health")), "{:?}", l.warnings);
+        assert_eq!(
+            l.config.http.headers["X-Content-Type-Options"],
+            vec!["nosniff"]
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("storage.cache")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("health")),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let e = load_str("version: 0.1\nstorage:\n  delete:\n    enabled: maybe\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            "version: 0.1\nstorage:\n  delete:\n    enabled: maybe\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("storage.delete.enabled"), "{e}");
         assert!(e.contains("line 4"), "{e}");
     }
@@ -466,9 +485,12 @@ mod tests {
 
     #[test]
     fn env_type_error_names_the_variable() {
-        let e = load_str("version: 0.1\n", &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")])
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            "version: 0.1\n",
+            &[("REGISTRY_STORAGE_DELETE_ENABLED", "perhaps")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("REGISTRY_STORAGE_DELETE_ENABLED"), "{e}");
         assert!(e.contains("storage.delete.enabled"), "{e}");
     }
@@ -482,7 +504,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_go_duration("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(
+            parse_go_duration("168h"),
+            Ok(Duration::from_secs(168 * 3600))
+        );
         assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A container registry compatible with CNCF Distribution")]
+#[command(
+    name = "berth",
+    version,
+    about = "A container registry compatible with CNCF Distribution"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("berth: cannot start the async runtime: {e}");
@@ -84,7 +91,11 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
         "info" => "info",
         "debug" => "debug",
         "trace" => "trace",
-        other => return Err(format!("log.level {other:?} is not one of error, warn, info, debug")),
+        other => {
+            return Err(format!(
+                "log.level {other:?} is not one of error, warn, info, debug"
+            ));
+        }
     };
     // RUST_LOG refines per module when set; log.level is the default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -96,7 +107,11 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
     match log.formatter.as_deref().unwrap_or("text") {
         "text" => builder.init(),
         "json" | "logstash" => builder.json().flatten_event(true).init(),
-        other => return Err(format!("log.formatter {other:?} is not one of text, json, logstash")),
+        other => {
+            return Err(format!(
+                "log.formatter {other:?} is not one of text, json, logstash"
+            ));
+        }
     }
     Ok(())
 }
@@ -131,8 +146,12 @@ async fn run(config: config::Config) -> Result<(), String> {
 
     let purging = &config.storage.maintenance.uploadpurging;
     if purging.enabled && !config.storage.maintenance.readonly.enabled {
-        let (registry, age, interval, dry_run) =
-            (registry.clone(), purging.age, purging.interval, purging.dryrun);
+        let (registry, age, interval, dry_run) = (
+            registry.clone(),
+            purging.age,
+            purging.interval,
+            purging.dryrun,
+        );
         tokio::spawn(async move { purge_loop(registry, age, interval, dry_run).await });
     }
 
