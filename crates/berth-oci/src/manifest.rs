@@ -192,13 +192,14 @@ impl Manifest {
             Some(body_type) => {
                 let kind = ManifestKind::from_media_type(body_type)
                     .ok_or_else(|| ManifestError::UnknownMediaType(body_type.to_owned()))?;
-                if let Some(h) = header {
-                    if h != body_type && header_kind.is_some() {
-                        return Err(ManifestError::MediaTypeMismatch {
-                            body: body_type.to_owned(),
-                            header: h.to_owned(),
-                        });
-                    }
+                if let Some(h) = header
+                    && h != body_type
+                    && header_kind.is_some()
+                {
+                    return Err(ManifestError::MediaTypeMismatch {
+                        body: body_type.to_owned(),
+                        header: h.to_owned(),
+                    });
                 }
                 kind
             }

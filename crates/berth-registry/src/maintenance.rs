@@ -51,10 +51,10 @@ impl Registry {
                 report.purged.push(format!("{repo}/{id}"));
                 if dry_run {
                     tracing::info!(repository = %repo, upload = %id, "upload purge (dry run) would remove");
-                } else if let Err(e) = self.driver().delete(&session).await {
-                    if !e.is_not_found() {
-                        tracing::warn!(error = %e, "could not purge upload session");
-                    }
+                } else if let Err(e) = self.driver().delete(&session).await
+                    && !e.is_not_found()
+                {
+                    tracing::warn!(error = %e, "could not purge upload session");
                 }
             }
         }
@@ -77,15 +77,15 @@ impl Registry {
                     if let Ok(repo) = RepoName::parse(&name) {
                         found.push(repo);
                     }
-                } else if !child.starts_with('_') {
-                    if let Ok(path) = dir.join(&child) {
-                        let n = if name.is_empty() {
-                            child
-                        } else {
-                            format!("{name}/{child}")
-                        };
-                        pending.push((path, n));
-                    }
+                } else if !child.starts_with('_')
+                    && let Ok(path) = dir.join(&child)
+                {
+                    let n = if name.is_empty() {
+                        child
+                    } else {
+                        format!("{name}/{child}")
+                    };
+                    pending.push((path, n));
                 }
             }
         }

@@ -216,13 +216,12 @@ impl Registry {
                 }
                 // Drop it from its subject's referrers before the revision goes, so the
                 // referrers list never names a manifest that cannot be fetched.
-                if let Ok(body) = self.driver().get(&layout::blob_data(digest)).await {
-                    if let Ok(manifest) = Manifest::parse(&body, None) {
-                        if let Some(subject) = manifest.subject {
-                            let link = layout::referrer_link(repo, &subject.digest, digest);
-                            ignore_not_found(self.driver().delete(&link.parent()).await)?;
-                        }
-                    }
+                if let Ok(body) = self.driver().get(&layout::blob_data(digest)).await
+                    && let Ok(manifest) = Manifest::parse(&body, None)
+                    && let Some(subject) = manifest.subject
+                {
+                    let link = layout::referrer_link(repo, &subject.digest, digest);
+                    ignore_not_found(self.driver().delete(&link.parent()).await)?;
                 }
                 ignore_not_found(
                     self.driver()

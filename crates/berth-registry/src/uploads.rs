@@ -170,10 +170,10 @@ impl Registry {
         state: &mut Option<HashState>,
     ) -> Result<u64> {
         let current = self.upload_status(repo, id).await?.size;
-        if let Some(start) = start {
-            if start != current {
-                return Err(Error::RangeInvalid { size: current });
-            }
+        if let Some(start) = start
+            && start != current
+        {
+            return Err(Error::RangeInvalid { size: current });
         }
         // Only keep hashing incrementally when the state covers exactly what is on disk.
         match state {
@@ -284,10 +284,10 @@ impl Registry {
 
     async fn remove_session(&self, repo: &RepoName, id: &UploadId) {
         self.inner.uploads.forget(id);
-        if let Err(e) = self.driver().delete(&layout::upload_dir(repo, id)).await {
-            if !e.is_not_found() {
-                tracing::warn!(error = %e, "could not remove upload session");
-            }
+        if let Err(e) = self.driver().delete(&layout::upload_dir(repo, id)).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(error = %e, "could not remove upload session");
         }
     }
 

@@ -51,11 +51,10 @@ impl IntoResponse for ApiError {
             error.to_string()
         };
         let mut r = body(code, &message, error.detail());
-        if let Error::RangeNotSatisfiable { size } = error {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        if let Error::RangeNotSatisfiable { size } = error
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-        }
         r
     }
 }

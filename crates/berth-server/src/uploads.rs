@@ -21,11 +21,10 @@ pub(crate) async fn start(
             .query_param("from")
             .and_then(|f| RepoName::parse(&f).ok());
         // An unusable mount request falls back to a plain upload, as the spec allows.
-        if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from) {
-            if registry.mount_blob(repo, &from, &d).await? {
+        if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from)
+            && registry.mount_blob(repo, &from, &d).await? {
                 return Ok(blob_created(ctx, repo, &d.to_string()));
             }
-        }
     } else if let Some(raw) = ctx.query_param("digest") {
         let d = digest(&raw)?;
         registry.push_blob(repo, &d, body_stream(body)).await?;

@@ -233,10 +233,10 @@ impl StorageDriver for FsDriver {
             for entry in fs::read_dir(full)? {
                 let name = entry?.file_name();
                 // Skip temporaries and anything that could not be a StoragePath component.
-                if let Some(n) = name.to_str() {
-                    if !n.starts_with('.') {
-                        names.push(n.to_owned());
-                    }
+                if let Some(n) = name.to_str()
+                    && !n.starts_with('.')
+                {
+                    names.push(n.to_owned());
                 }
             }
             Ok(names)

@@ -303,12 +303,12 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
             )));
         }
     }
-    if let Some(net) = &config.http.net {
-        if net != "tcp" {
-            return Err(ConfigError(format!(
-                "http.net {net:?} is not supported; use tcp"
-            )));
-        }
+    if let Some(net) = &config.http.net
+        && net != "tcp"
+    {
+        return Err(ConfigError(format!(
+            "http.net {net:?} is not supported; use tcp"
+        )));
     }
     Ok(())
 }
