@@ -11,12 +11,16 @@
 //!     │       ├── current/link                          what the tag points at now
 //!     │       └── index/<alg>/<hex>/link                everything it has pointed at
 //!     ├── _uploads/<uuid>/{data,startedat}              upload sessions in progress
-//!     └── _referrers/<alg>/<hex>/<alg>/<hex>/link       berth only: manifests whose
-//!                                                       `subject` is the first digest
+//!     ├── _referrers/<alg>/<hex>/<alg>/<hex>/link       berth only: manifests whose
+//!     │                                                 `subject` is the first digest
+//!     └── _digesttags/<alg>/<hex>/<tag>                 berth only: tags that may point at
+//!                                                       the digest (empty files), plus a
+//!                                                       `complete` marker
 //! ```
 //! `_referrers` is berth's addition. Distribution skips `_`-prefixed directories when it walks
 //! repositories and never reads this one, and the manifests it indexes are ordinary revisions,
 //! so Distribution's garbage collector keeps them as it keeps any other revision.
+//! `_digesttags` is likewise berth's and invisible to Distribution.
 //! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
 //! (`registry/storage/paths.go`), so either program serves a directory the other wrote.
 
@@ -195,6 +199,34 @@ pub fn referrer_link(repo: &RepoName, subject: &Digest, referrer: &Digest) -> St
     ])
 }
 
+/// `repositories/<name>/_digesttags/<alg>/<hex>`: tags that may point at `digest`.
+pub fn digest_tags_dir(repo: &RepoName, digest: &Digest) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_digesttags",
+        digest.algorithm().as_str(),
+        digest.hex(),
+    ])
+}
+
+/// `repositories/<name>/_digesttags/<alg>/<hex>/<tag>`
+pub fn digest_tag_entry(repo: &RepoName, digest: &Digest, tag: &Tag) -> StoragePath {
+    path(&[
+        "repositories",
+        repo.as_str(),
+        "_digesttags",
+        digest.algorithm().as_str(),
+        digest.hex(),
+        tag.as_str(),
+    ])
+}
+
+/// `repositories/<name>/_digesttags/complete`: the index covers every tag.
+pub fn digest_tags_complete(repo: &RepoName) -> StoragePath {
+    path(&["repositories", repo.as_str(), "_digesttags/complete"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +294,14 @@ mod tests {
                 format!(
                     "{v2}/repositories/library/ubuntu/_referrers/sha256/{HEX}/sha256/{HEX}/link"
                 ),
+            ),
+            (
+                digest_tag_entry(&r(), &d(), &t),
+                format!("{v2}/repositories/library/ubuntu/_digesttags/sha256/{HEX}/latest"),
+            ),
+            (
+                digest_tags_complete(&r()),
+                format!("{v2}/repositories/library/ubuntu/_digesttags/complete"),
             ),
         ];
         for (got, want) in cases {

@@ -14,6 +14,7 @@ mod listing;
 mod maintenance;
 mod manifests;
 mod referrers;
+mod tagindex;
 mod uploads;
 
 use std::sync::Arc;

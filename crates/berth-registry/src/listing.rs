@@ -68,7 +68,9 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
-    /// A page of the catalog: every repository that has a `_manifests` directory.
+    /// A page of the catalog: every repository that has a `_layers` or `_manifests`
+    /// directory (Distribution lists repositories by `_layers`; a repository holding only
+    /// manifests is listed too).
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let mut repos = Vec::new();
         let root = layout::repositories_root();
@@ -80,12 +82,12 @@ impl Registry {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
+            let is_repo = children.iter().any(|c| c == "_layers" || c == "_manifests");
+            if is_repo && RepoName::parse(&name).is_ok() {
+                repos.push(name.clone());
+            }
             for child in children {
-                if child == "_manifests" {
-                    if RepoName::parse(&name).is_ok() {
-                        repos.push(name.clone());
-                    }
-                } else if !child.starts_with('_') {
+                if !child.starts_with('_') {
                     let Ok(path) = dir.join(&child) else { continue };
                     let child_name = if name.is_empty() {
                         child

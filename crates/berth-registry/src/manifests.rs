@@ -116,13 +116,21 @@ impl Registry {
     }
 
     async fn tag_manifest(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+        let current = layout::tag_current_link(repo, tag);
+        let previous = read_link(self.driver(), &current).await?;
+        // The reverse index learns of the tag before the tag moves (see `tagindex`).
+        self.note_tag(repo, tag, digest).await?;
         write_link(
             self.driver(),
             &layout::tag_index_link(repo, tag, digest),
             digest,
         )
         .await?;
-        write_link(self.driver(), &layout::tag_current_link(repo, tag), digest).await
+        write_link(self.driver(), &current, digest).await?;
+        match previous {
+            Some(previous) if &previous != digest => self.forget_tag(repo, tag, &previous).await,
+            _ => Ok(()),
+        }
     }
 
     async fn blob_linked_and_present(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -196,9 +204,9 @@ impl Registry {
         self.check_delete()?;
         match reference {
             Reference::Tag(tag) => {
-                self.resolve(repo, reference).await?;
+                let digest = self.resolve(repo, reference).await?;
                 self.driver().delete(&layout::tag_dir(repo, tag)).await?;
-                Ok(())
+                self.forget_tag(repo, tag, &digest).await
             }
             Reference::Digest(digest) => {
                 if !self.revision_exists(repo, digest).await? {
@@ -208,12 +216,14 @@ impl Registry {
                 }
                 // Tags first: a crash midway leaves the revision, still reachable by digest,
                 // rather than a tag naming a deleted revision.
-                for tag in self.all_tags(repo).await? {
-                    let current = layout::tag_current_link(repo, &tag);
-                    if read_link(self.driver(), &current).await?.as_ref() == Some(digest) {
-                        ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
-                    }
+                for tag in self.tags_pointing_at(repo, digest).await? {
+                    ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
                 }
+                ignore_not_found(
+                    self.driver()
+                        .delete(&layout::digest_tags_dir(repo, digest))
+                        .await,
+                )?;
                 // Drop it from its subject's referrers before the revision goes, so the
                 // referrers list never names a manifest that cannot be fetched.
                 if let Ok(body) = self.driver().get(&layout::blob_data(digest)).await
