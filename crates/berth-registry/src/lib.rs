@@ -63,7 +63,12 @@ struct Inner {
     driver: Arc<dyn StorageDriver>,
     options: Options,
     uploads: uploads::Sessions,
+    manifest_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of the per-repository manifest lock: enough that unrelated repositories rarely
+/// share one, few enough to allocate once.
+const MANIFEST_LOCK_STRIPES: usize = 64;
 
 impl Registry {
     /// A registry over `driver`.
@@ -73,6 +78,9 @@ impl Registry {
                 driver,
                 options,
                 uploads: uploads::Sessions::default(),
+                manifest_locks: (0..MANIFEST_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         }
     }
@@ -84,6 +92,17 @@ impl Registry {
 
     fn driver(&self) -> &dyn StorageDriver {
         self.inner.driver.as_ref()
+    }
+
+    /// Serialises changes to one repository's manifests and tags in this process, so a
+    /// delete racing a push of the same manifest ends in one order or the other, never with
+    /// a tag naming a deleted revision.
+    async fn lock_manifests(&self, repo: &berth_oci::RepoName) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repo.hash(&mut h);
+        let stripe = (h.finish() as usize) % MANIFEST_LOCK_STRIPES;
+        self.inner.manifest_locks[stripe].lock().await
     }
 
     fn check_writable(&self) -> Result<()> {

@@ -89,6 +89,7 @@ impl Registry {
             }
         }
 
+        let _guard = self.lock_manifests(repo).await;
         let data = layout::blob_data(&digest);
         match self.driver().stat(&data).await {
             Ok(m) if m.size == body.len() as u64 => {}
@@ -202,6 +203,7 @@ impl Registry {
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (the tag only).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.check_delete()?;
+        let _guard = self.lock_manifests(repo).await;
         match reference {
             Reference::Tag(tag) => {
                 let digest = self.resolve(repo, reference).await?;

@@ -309,8 +309,14 @@ impl Registry {
         body: ByteStream,
     ) -> Result<()> {
         let status = self.start_upload(repo).await?;
-        self.finish_upload(repo, &status.id, digest, Some(body))
-            .await
+        let result = self
+            .finish_upload(repo, &status.id, digest, Some(body))
+            .await;
+        if result.is_err() {
+            // Nobody can resume a session they were never told about.
+            self.remove_session(repo, &status.id).await;
+        }
+        result
     }
 
     /// Links `digest` from repository `from` into `repo` without copying. Returns false when

@@ -103,7 +103,7 @@ impl Default for UploadPurging {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct Http {
     #[serde(deserialize_with = "lenient_string")]
@@ -119,6 +119,24 @@ pub struct Http {
     pub secret: Option<String>,
     /// TLS is not implemented yet, so refused rather than ignored.
     pub tls: Option<serde_yaml::Value>,
+    /// How long in-flight requests may run after a stop signal.
+    #[serde(deserialize_with = "go_duration")]
+    pub draintimeout: Duration,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            addr: None,
+            net: None,
+            host: None,
+            relativeurls: false,
+            headers: BTreeMap::new(),
+            secret: None,
+            tls: None,
+            draintimeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod config;
 
+use std::future::IntoFuture;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -168,10 +169,29 @@ async fn run(config: config::Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         "berth listening"
     );
-    axum::serve(listener, berth_server::app(registry, http))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))
+    let drain = config.http.draintimeout;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, berth_server::app(registry, http))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    tokio::pin!(server);
+    // After a stop signal, requests in flight get `http.draintimeout` to finish.
+    let deadline = async move {
+        if stopping_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = &mut server => result.map_err(|e| format!("server error: {e}")),
+        () = deadline => {
+            tracing::warn!(?drain, "drain timeout elapsed; exiting with requests still in flight");
+            Ok(())
+        }
+    }
 }
 
 async fn purge_loop(
