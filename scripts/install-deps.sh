@@ -11,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    skopeo podman umoci docker-registry docker.io
+    skopeo podman umoci docker-registry docker.io containerd
     curl jq wrk hyperfine
     # used by the e2e helpers: ss (free ports), sha256sum/tar/gzip
     iproute2 coreutils tar gzip

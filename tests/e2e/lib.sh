@@ -269,6 +269,12 @@ start_registry() {
         berth)
             resolve_berth_bin
             cmd=("$BERTH_PATH" serve "$conf")
+            # berth logs one line per request at debug level: keep them, so
+            # a failure's log dump shows the requests (unless the caller
+            # configures logging itself)
+            if ! grep -q '^log:' "$conf"; then
+                printf 'log:\n  level: %s\n' "${E2E_BERTH_LOG_LEVEL:-debug}" >>"$conf"
+            fi
             ;;
         *) fail "start_registry: unknown kind '$kind'" ;;
     esac
