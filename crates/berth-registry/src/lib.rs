@@ -8,6 +8,7 @@
 //! [`StoragePath`]: berth_storage::StoragePath
 
 mod blobs;
+mod cache;
 mod error;
 pub mod layout;
 mod listing;
@@ -63,6 +64,7 @@ struct Inner {
     driver: Arc<dyn StorageDriver>,
     options: Options,
     uploads: uploads::Sessions,
+    caches: cache::Caches,
     manifest_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -78,6 +80,7 @@ impl Registry {
                 driver,
                 options,
                 uploads: uploads::Sessions::default(),
+                caches: cache::Caches::default(),
                 manifest_locks: (0..MANIFEST_LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
@@ -103,6 +106,36 @@ impl Registry {
         repo.hash(&mut h);
         let stripe = (h.finish() as usize) % MANIFEST_LOCK_STRIPES;
         self.inner.manifest_locks[stripe].lock().await
+    }
+
+    /// Reads a link through the link cache.
+    async fn read_link_cached(
+        &self,
+        path: &berth_storage::StoragePath,
+    ) -> Result<Option<berth_oci::Digest>> {
+        if let Some(hit) = self.inner.caches.link(path) {
+            return Ok(hit);
+        }
+        let digest = read_link(self.driver(), path).await?;
+        self.inner.caches.insert_link(path.clone(), digest.clone());
+        Ok(digest)
+    }
+
+    /// Writes a link and keeps the link cache in step.
+    async fn write_link_cached(
+        &self,
+        path: &berth_storage::StoragePath,
+        digest: &berth_oci::Digest,
+    ) -> Result<()> {
+        let written = write_link(self.driver(), path, digest).await;
+        match &written {
+            Ok(()) => self
+                .inner
+                .caches
+                .insert_link(path.clone(), Some(digest.clone())),
+            Err(_) => self.inner.caches.forget_link(path),
+        }
+        written
     }
 
     fn check_writable(&self) -> Result<()> {

@@ -127,7 +127,7 @@ impl Registry {
             digest,
         )
         .await?;
-        write_link(self.driver(), &current, digest).await?;
+        self.write_link_cached(&current, digest).await?;
         match previous {
             Some(previous) if &previous != digest => self.forget_tag(repo, tag, &previous).await,
             _ => Ok(()),
@@ -163,7 +163,8 @@ impl Registry {
         };
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(tag) => read_link(self.driver(), &layout::tag_current_link(repo, tag))
+            Reference::Tag(tag) => self
+                .read_link_cached(&layout::tag_current_link(repo, tag))
                 .await?
                 .ok_or_else(unknown)?,
         };
@@ -180,6 +181,13 @@ impl Registry {
         reference: &Reference,
     ) -> Result<ManifestRead> {
         let digest = self.resolve(repo, reference).await?;
+        if let Some(hit) = self.inner.caches.manifest(&digest) {
+            return Ok(ManifestRead {
+                digest,
+                media_type: hit.media_type.to_string(),
+                body: hit.body,
+            });
+        }
         let body = match self.driver().get(&layout::blob_data(&digest)).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
@@ -193,8 +201,16 @@ impl Registry {
             tracing::error!(%digest, "stored manifest does not match its digest");
             return Err(Error::Corrupt { digest });
         }
+        let media_type = Manifest::sniff_media_type(&body);
+        self.inner.caches.insert_manifest(
+            digest.clone(),
+            crate::cache::CachedManifest {
+                body: body.clone(),
+                media_type: media_type.as_str().into(),
+            },
+        );
         Ok(ManifestRead {
-            media_type: Manifest::sniff_media_type(&body),
+            media_type,
             digest,
             body,
         })
@@ -208,6 +224,9 @@ impl Registry {
             Reference::Tag(tag) => {
                 let digest = self.resolve(repo, reference).await?;
                 self.driver().delete(&layout::tag_dir(repo, tag)).await?;
+                self.inner
+                    .caches
+                    .forget_link(&layout::tag_current_link(repo, tag));
                 self.forget_tag(repo, tag, &digest).await
             }
             Reference::Digest(digest) => {
@@ -220,6 +239,9 @@ impl Registry {
                 // rather than a tag naming a deleted revision.
                 for tag in self.tags_pointing_at(repo, digest).await? {
                     ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
+                    self.inner
+                        .caches
+                        .forget_link(&layout::tag_current_link(repo, &tag));
                 }
                 ignore_not_found(
                     self.driver()
@@ -235,11 +257,15 @@ impl Registry {
                     let link = layout::referrer_link(repo, &subject.digest, digest);
                     ignore_not_found(self.driver().delete(&link.parent()).await)?;
                 }
-                ignore_not_found(
+                let deleted = ignore_not_found(
                     self.driver()
                         .delete(&layout::revision_dir(repo, digest))
                         .await,
-                )
+                );
+                self.inner
+                    .caches
+                    .forget_link(&layout::revision_link(repo, digest));
+                deleted
             }
         }
     }
