@@ -40,7 +40,7 @@ error_codes! {
     BlobUploadInvalid => "BLOB_UPLOAD_INVALID", 400, "blob upload invalid";
     BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry";
     DigestInvalid => "DIGEST_INVALID", 400, "provided digest did not match uploaded content";
-    ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN", 404, "manifest references a manifest or blob unknown to registry";
+    ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry";
     ManifestInvalid => "MANIFEST_INVALID", 400, "manifest invalid";
     ManifestUnknown => "MANIFEST_UNKNOWN", 404, "manifest unknown";
     ManifestUnverified => "MANIFEST_UNVERIFIED", 400, "manifest failed signature verification";
@@ -79,5 +79,6 @@ mod tests {
         assert_eq!(ErrorCode::Unsupported.status(), 405);
         assert_eq!(ErrorCode::TooManyRequests.status(), 429);
         assert_eq!(ErrorCode::RangeInvalid.status(), 416);
+        assert_eq!(ErrorCode::ManifestBlobUnknown.status(), 400);
     }
 }

@@ -57,13 +57,13 @@ pub enum Error {
     /// The manifest body is unacceptable.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
-    /// A manifest references a blob the repository does not have.
-    #[error("manifest references blob {digest}, which is unknown to this repository")]
+    /// A manifest references a blob or manifest the repository does not have.
+    #[error("manifest references {digest}, which is unknown to this repository")]
     ManifestBlobUnknown {
         /// The missing blob.
         digest: Digest,
     },
-    /// No such manifest, or an index references a manifest the repository lacks.
+    /// No such manifest.
     #[error("manifest unknown: {reference}")]
     ManifestUnknown {
         /// The tag or digest asked for.

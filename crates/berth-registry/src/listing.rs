@@ -17,10 +17,17 @@ pub struct Page {
     pub more: bool,
 }
 
-/// Takes the page of `n` entries after `last` from a sorted list.
+/// Orders names component by component, so `a/b` sorts before `a-b` exactly as a walk of
+/// the directory tree visits them (Distribution's `lessPath`). For tags, which have no `/`,
+/// this is plain lexical order.
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Takes the page of `n` entries after `last` from a list sorted by [`path_order`].
 fn paginate(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
     let start = match last {
-        Some(last) => sorted.partition_point(|s| s.as_str() <= last),
+        Some(last) => sorted.partition_point(|s| path_order(s, last).is_le()),
         None => 0,
     };
     let mut items: Vec<String> = sorted.into_iter().skip(start).collect();
@@ -98,7 +105,7 @@ impl Registry {
                 }
             }
         }
-        repos.sort();
+        repos.sort_by(|a, b| path_order(a, b));
         Ok(paginate(repos, n, last))
     }
 }
@@ -109,6 +116,13 @@ mod tests {
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn catalog_order_walks_components() {
+        let mut names = v(&["a-b", "a/b", "a", "a.c", "b"]);
+        names.sort_by(|a, b| path_order(a, b));
+        assert_eq!(names, v(&["a", "a/b", "a-b", "a.c", "b"]));
     }
 
     #[test]

@@ -81,10 +81,12 @@ impl Registry {
                 });
             }
         }
+        // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
+        // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
         for child in &manifest.manifests {
             if !self.revision_exists(repo, &child.digest).await? {
-                return Err(Error::ManifestUnknown {
-                    reference: child.digest.to_string(),
+                return Err(Error::ManifestBlobUnknown {
+                    digest: child.digest.clone(),
                 });
             }
         }

@@ -52,9 +52,10 @@ impl IntoResponse for ApiError {
         };
         let mut r = body(code, &message, error.detail());
         if let Error::RangeNotSatisfiable { size } = error
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            r.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
         r
     }
 }

@@ -22,9 +22,10 @@ pub(crate) async fn start(
             .and_then(|f| RepoName::parse(&f).ok());
         // An unusable mount request falls back to a plain upload, as the spec allows.
         if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from)
-            && registry.mount_blob(repo, &from, &d).await? {
-                return Ok(blob_created(ctx, repo, &d.to_string()));
-            }
+            && registry.mount_blob(repo, &from, &d).await?
+        {
+            return Ok(blob_created(ctx, repo, &d.to_string()));
+        }
     } else if let Some(raw) = ctx.query_param("digest") {
         let d = digest(&raw)?;
         registry.push_blob(repo, &d, body_stream(body)).await?;
@@ -53,7 +54,20 @@ pub(crate) async fn handle(
             let start = match ctx.header(header::CONTENT_RANGE) {
                 None => None,
                 Some(h) => match ContentRange::parse(h) {
-                    Ok(r) => Some(r.start),
+                    Ok(range) => {
+                        let length = ctx
+                            .header(header::CONTENT_LENGTH)
+                            .and_then(|l| l.parse::<u64>().ok());
+                        if let Some(length) = length
+                            && length != range.end - range.start + 1
+                        {
+                            return Err(ApiError(Error::SizeInvalid(format!(
+                                "Content-Length {length} does not match Content-Range {}-{}",
+                                range.start, range.end
+                            ))));
+                        }
+                        Some(range.start)
+                    }
                     Err(_) => {
                         let size = registry.upload_status(repo, &id).await?.size;
                         return Ok(range_invalid(ctx, repo, &id, size));

@@ -216,7 +216,6 @@ async fn put_by_digest() {
 /// MANIFEST_BLOB_UNKNOWN. Distribution sends it with 400 Bad Request
 /// (`registry/api/v2/errors.go`: `ErrorCodeManifestBlobUnknown`, `http.StatusBadRequest`).
 #[tokio::test]
-#[ignore = "berth bug: MANIFEST_BLOB_UNKNOWN is sent with 404; Distribution sends 400"]
 async fn manifest_referencing_an_unknown_blob_is_manifest_blob_unknown() {
     let s = TestServer::start(Options::default()).await;
     let config = to_body(&json!({ "os": "linux" }));
@@ -254,7 +253,6 @@ async fn manifest_referencing_an_unknown_blob_is_manifest_blob_unknown() {
 /// for a missing reference "MUST result in one or more MANIFEST_BLOB_UNKNOWN errors", and
 /// Distribution (manifestlisthandler.go) does exactly that, with 400.
 #[tokio::test]
-#[ignore = "berth bug: 404 MANIFEST_UNKNOWN; the OCI spec and Distribution say 400 MANIFEST_BLOB_UNKNOWN"]
 async fn index_referencing_an_unknown_manifest_is_refused() {
     let s = TestServer::start(Options::default()).await;
     let present = oci_image(&s, "a", 48, true).await;
