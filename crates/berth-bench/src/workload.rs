@@ -1,0 +1,399 @@
+//! The workload, phase by phase, against one running registry: blob push (monolithic and
+//! chunked) and verified pull, concurrent pushes with the registry's peak RSS, manifest
+//! HEAD/GET load, many repositories with catalog and tag listing latency, the population of
+//! manifests the start-up measurement needs, and idle RSS at the end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use http::Method;
+use serde_json::json;
+
+use crate::client::{
+    DOCKER_ACCEPT, DOCKER_MANIFEST, OCI_MANIFEST, Pushed, Registry, docker_manifest, image_config,
+    oci_manifest,
+};
+use crate::data::{BLOCK, Blob};
+use crate::load;
+use crate::report::{Better, Emitter};
+use crate::rss;
+
+/// Sizes and counts (the CLI fills it; `--quick` shrinks it).
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub blob_mib: u64,
+    pub chunk_mib: u64,
+    pub concurrent: usize,
+    pub concurrent_mib: u64,
+    pub conns: usize,
+    pub load_secs: f64,
+    pub repos: usize,
+    pub tags: usize,
+    pub manifests: usize,
+    pub manifest_repos: usize,
+    pub push_concurrency: usize,
+    pub samples: usize,
+    pub idle_wait_secs: f64,
+}
+
+/// The repository and tag every start-up measurement GETs: the first populated manifest.
+pub fn startup_manifest() -> (&'static str, &'static str) {
+    ("bench/p00", "t00000")
+}
+
+const MB: f64 = 1_000_000.0;
+const MIB: f64 = 1_048_576.0;
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v.get(v.len() / 2)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn phase(name: &str) {
+    eprintln!("[{}] {name}", chrono_like_now());
+}
+
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Pushes a config blob and a layer of `layer_len` bytes into `repo`.
+async fn push_image_blobs(
+    reg: &Registry,
+    repo: &str,
+    seed: u64,
+    layer_len: u64,
+) -> Result<(Pushed, Pushed)> {
+    let layer = reg
+        .push_bytes(repo, Blob::new(seed, layer_len).range(0, layer_len))
+        .await?;
+    let config = reg
+        .push_bytes(repo, image_config(&layer.digest, seed))
+        .await?;
+    Ok((config, layer))
+}
+
+pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Result<()> {
+    reg.wait_ready(Duration::from_secs(30)).await?;
+
+    // --- Single large blob: monolithic push, chunked push, pull. ---
+    let big = w.blob_mib * BLOCK;
+    let mono = Blob::new(1, big);
+    let chunked = Blob::new(2, big);
+    phase("hashing the large blobs (not timed)");
+    let (mono_digest, chunked_digest) =
+        tokio::task::spawn_blocking(move || (mono.digest(), chunked.digest())).await?;
+    let size_detail = json!({ "bytes": big });
+
+    phase("monolithic push");
+    let t = Instant::now();
+    reg.push_monolithic("bench/blob", mono, &mono_digest)
+        .await
+        .context("monolithic push")?;
+    let secs = t.elapsed().as_secs_f64();
+    out.emit(
+        "push_monolithic",
+        &format!("push {} MiB monolithic", w.blob_mib),
+        big as f64 / MB / secs,
+        "MB/s",
+        Better::Higher,
+        size_detail.clone(),
+    );
+
+    phase("chunked push");
+    let t = Instant::now();
+    reg.push_chunked("bench/blob", chunked, &chunked_digest, w.chunk_mib * BLOCK)
+        .await
+        .context("chunked push")?;
+    let secs = t.elapsed().as_secs_f64();
+    out.emit(
+        "push_chunked",
+        &format!("push {} MiB in {} MiB PATCHes", w.blob_mib, w.chunk_mib),
+        big as f64 / MB / secs,
+        "MB/s",
+        Better::Higher,
+        size_detail.clone(),
+    );
+
+    phase("pull");
+    let t = Instant::now();
+    reg.pull_verified("bench/blob", &mono_digest, big)
+        .await
+        .context("pull")?;
+    let secs = t.elapsed().as_secs_f64();
+    out.emit(
+        "pull",
+        &format!("pull {} MiB, digest verified", w.blob_mib),
+        big as f64 / MB / secs,
+        "MB/s",
+        Better::Higher,
+        size_detail,
+    );
+
+    // --- Concurrent pushes, with the registry's peak RSS. ---
+    phase("hashing the concurrent blobs (not timed)");
+    let each = w.concurrent_mib * BLOCK;
+    let blobs: Vec<Blob> = (0..w.concurrent as u64)
+        .map(|i| Blob::new(100 + i, each))
+        .collect();
+    let digests = tokio::task::spawn_blocking({
+        let blobs = blobs.clone();
+        move || blobs.iter().map(Blob::digest).collect::<Vec<_>>()
+    })
+    .await?;
+    phase("concurrent pushes");
+    let baseline = rss::current(pid).unwrap_or(0);
+    let sampler = rss::PeakSampler::start(pid, Duration::from_millis(50));
+    let t = Instant::now();
+    let pushes = blobs.iter().zip(&digests).map(|(b, d)| {
+        let reg = reg.clone();
+        let (b, d) = (*b, d.clone());
+        tokio::spawn(async move { reg.push_monolithic("bench/concurrent", b, &d).await })
+    });
+    let results = futures_util::future::join_all(pushes).await;
+    let secs = t.elapsed().as_secs_f64();
+    let peak = sampler.stop(pid).await;
+    for r in results {
+        r.context("push task panicked")?
+            .context("concurrent push")?;
+    }
+    let total = each * w.concurrent as u64;
+    out.emit(
+        "push_concurrent",
+        &format!(
+            "{} concurrent pushes of {} MiB",
+            w.concurrent, w.concurrent_mib
+        ),
+        total as f64 / MB / secs,
+        "MB/s",
+        Better::Higher,
+        json!({ "bytes": total }),
+    );
+    out.emit(
+        "push_concurrent_peak_rss",
+        "peak RSS during the concurrent pushes",
+        peak as f64 / MIB,
+        "MiB",
+        Better::Lower,
+        json!({ "rss_before_mib": baseline as f64 / MIB }),
+    );
+
+    // --- Manifest HEAD and GET by tag under load. ---
+    phase("manifest HEAD/GET load");
+    let (config, layer) = push_image_blobs(reg, "bench/manifest", 10, 4096).await?;
+    let manifest = docker_manifest(&config, &[layer]);
+    reg.put_manifest("bench/manifest", "latest", DOCKER_MANIFEST, &manifest)
+        .await?;
+    let addr = tokio::net::lookup_host((
+        reg.base.host_str().context("registry URL has no host")?,
+        reg.base.port_or_known_default().unwrap_or(80),
+    ))
+    .await?
+    .next()
+    .context("registry host resolves to nothing")?;
+    let host = match reg.base.port() {
+        Some(p) => format!("{}:{p}", reg.base.host_str().unwrap_or("localhost")),
+        None => reg.base.host_str().unwrap_or("localhost").to_string(),
+    };
+    let duration = Duration::from_secs_f64(w.load_secs);
+    for (method, name) in [(Method::HEAD, "head"), (Method::GET, "get")] {
+        let target = load::Target {
+            addr,
+            host: host.clone(),
+            path: "/v2/bench/manifest/manifests/latest".into(),
+            method: method.clone(),
+            accept: DOCKER_ACCEPT.into(),
+            body_len: (method == Method::GET).then_some(manifest.len()),
+        };
+        let o = load::run(&target, w.conns, duration).await?;
+        let detail = json!({
+            "connections": w.conns,
+            "seconds": o.elapsed.as_secs_f64(),
+            "requests": o.ok,
+            "p50_ms": o.quantile_ms(0.5),
+            "p999_ms": o.quantile_ms(0.999),
+            "max_ms": o.quantile_ms(1.0),
+        });
+        let upper = name.to_uppercase();
+        out.emit(
+            &format!("manifest_{name}_rps"),
+            &format!("manifest {upper} by tag, {} conns", w.conns),
+            o.rps(),
+            "req/s",
+            Better::Higher,
+            detail.clone(),
+        );
+        out.emit(
+            &format!("manifest_{name}_p99"),
+            &format!("manifest {upper} p99 latency"),
+            o.quantile_ms(0.99),
+            "ms",
+            Better::Lower,
+            detail,
+        );
+        out.emit(
+            &format!("manifest_{name}_errors"),
+            &format!("manifest {upper} errors"),
+            o.errors as f64,
+            "errors",
+            Better::Lower,
+            serde_json::Value::Null,
+        );
+    }
+
+    // --- Many repositories, catalog, tags list. ---
+    phase("pushing repositories");
+    let t = Instant::now();
+    stream::iter(0..w.repos)
+        .map(|i| async move {
+            let repo = format!("bench/r{i:05}");
+            let (config, layer) = push_image_blobs(reg, &repo, 1000 + i as u64, 1024).await?;
+            reg.put_manifest(
+                &repo,
+                "latest",
+                DOCKER_MANIFEST,
+                &docker_manifest(&config, &[layer]),
+            )
+            .await
+        })
+        .buffer_unordered(w.push_concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("pushing repositories")?;
+    let secs = t.elapsed().as_secs_f64();
+    out.emit(
+        "push_repos",
+        &format!(
+            "push {} repos (2 blobs + manifest), {} at a time",
+            w.repos, w.push_concurrency
+        ),
+        secs,
+        "s",
+        Better::Lower,
+        json!({ "repos": w.repos, "concurrency": w.push_concurrency }),
+    );
+
+    phase("catalog");
+    let mut lat = Vec::new();
+    let mut listed = 0;
+    for _ in 0..w.samples {
+        let (d, body) = reg.timed_get("/v2/_catalog?n=1000", None).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).context("catalog JSON")?;
+        listed = v["repositories"].as_array().map_or(0, |a| a.len());
+        lat.push(d);
+    }
+    ensure!(
+        listed >= w.repos.min(1000),
+        "catalog listed {listed} repositories, expected at least {}",
+        w.repos.min(1000)
+    );
+    out.emit(
+        "catalog",
+        "GET /v2/_catalog?n=1000, median",
+        median_ms(lat),
+        "ms",
+        Better::Lower,
+        json!({ "listed": listed, "samples": w.samples }),
+    );
+
+    phase("tagging");
+    let (config, layer) = push_image_blobs(reg, "bench/tags", 20, 1024).await?;
+    let manifest = docker_manifest(&config, &[layer]);
+    let manifest = &manifest;
+    stream::iter(0..w.tags)
+        .map(|i| async move {
+            reg.put_manifest("bench/tags", &format!("t{i:05}"), DOCKER_MANIFEST, manifest)
+                .await
+        })
+        .buffer_unordered(w.push_concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("tagging")?;
+    let mut lat = Vec::new();
+    let mut listed = 0;
+    for _ in 0..w.samples {
+        let (d, body) = reg.timed_get("/v2/bench/tags/tags/list", None).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).context("tags list JSON")?;
+        listed = v["tags"].as_array().map_or(0, |a| a.len());
+        lat.push(d);
+    }
+    ensure!(
+        listed == w.tags,
+        "tags/list gave {listed} tags, expected {}",
+        w.tags
+    );
+    out.emit(
+        "tags_list",
+        &format!("GET tags/list with {} tags, median", w.tags),
+        median_ms(lat),
+        "ms",
+        Better::Lower,
+        json!({ "tags": listed, "samples": w.samples }),
+    );
+
+    // --- Manifests for the start-up measurement. ---
+    phase("populating manifests");
+    let per_repo = w.manifests.div_ceil(w.manifest_repos.max(1));
+    let mut bases = Vec::new();
+    for r in 0..w.manifest_repos {
+        let repo = format!("bench/p{r:02}");
+        bases.push(push_image_blobs(reg, &repo, 5000 + r as u64, 1024).await?);
+    }
+    let bases = &bases;
+    let t = Instant::now();
+    stream::iter(0..w.manifests)
+        .map(|i| async move {
+            let r = i / per_repo;
+            let (config, layer) = &bases[r];
+            let body = oci_manifest(config, layer, i as u64);
+            reg.put_manifest(
+                &format!("bench/p{r:02}"),
+                &format!("t{:05}", i % per_repo),
+                OCI_MANIFEST,
+                &body,
+            )
+            .await
+        })
+        .buffer_unordered(w.push_concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("populating manifests")?;
+    let secs = t.elapsed().as_secs_f64();
+    out.emit(
+        "manifest_put_rate",
+        &format!(
+            "manifest PUT, {} distinct in {} repos, {} at a time",
+            w.manifests, w.manifest_repos, w.push_concurrency
+        ),
+        w.manifests as f64 / secs,
+        "req/s",
+        Better::Higher,
+        json!({ "manifests": w.manifests, "seconds": secs }),
+    );
+
+    // --- Idle memory after all of that. ---
+    phase("idle RSS");
+    tokio::time::sleep(Duration::from_secs_f64(w.idle_wait_secs)).await;
+    let idle = rss::current(pid)?;
+    out.emit(
+        "idle_rss",
+        "idle RSS after the workload",
+        idle as f64 / MIB,
+        "MiB",
+        Better::Lower,
+        json!({ "waited_s": w.idle_wait_secs }),
+    );
+    Ok(())
+}
