@@ -1,4 +1,5 @@
 //! Upload purging (`storage.maintenance.uploadpurging`) on a real filesystem.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
 
 use std::sync::Arc;
 use std::time::Duration;

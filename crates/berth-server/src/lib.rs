@@ -15,7 +15,7 @@ mod referrers;
 mod uploads;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -37,6 +37,8 @@ pub struct HttpOptions {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `catalog.maxentries`: the largest catalog page (and the default one).
     pub catalog_max_entries: usize,
+    /// `http.bodyidletimeout` (berth's own): how long an upload body may stall.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -46,6 +48,7 @@ impl Default for HttpOptions {
             relative_urls: false,
             headers: Vec::new(),
             catalog_max_entries: listing::DEFAULT_CATALOG_MAX_ENTRIES,
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -142,6 +145,11 @@ impl Ctx<'_> {
         &self.state.registry
     }
 
+    /// The request body as a stream, with the configured idle timeout.
+    fn body(&self, body: Body) -> berth_registry::ByteStream {
+        body_stream(body, self.state.http.body_idle_timeout)
+    }
+
     /// The first value of a query parameter.
     fn query_param(&self, key: &str) -> Option<String> {
         form_urlencoded::parse(self.query.as_bytes())
@@ -212,10 +220,26 @@ fn set(r: &mut Response, name: impl header::IntoHeaderName, value: impl AsRef<st
     }
 }
 
-/// The request body as the registry's byte stream.
-fn body_stream(body: Body) -> berth_registry::ByteStream {
-    use futures_util::{StreamExt, TryStreamExt};
-    body.into_data_stream()
-        .map_err(std::io::Error::other)
-        .boxed()
+/// The request body as the registry's byte stream, cut off when the client sends nothing for
+/// `idle`: a stalled or vanished client must not hold an upload session's lock forever. What
+/// arrived before the cut is kept, so the session stays resumable from its reported offset.
+fn body_stream(body: Body, idle: Duration) -> berth_registry::ByteStream {
+    use futures_util::StreamExt;
+    let data = body.into_data_stream();
+    futures_util::stream::unfold(Some(data), move |state| async move {
+        let mut data = state?;
+        match tokio::time::timeout(idle, data.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(data))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client sent no data for {} s", idle.as_secs_f64()),
+                )),
+                None,
+            )),
+        }
+    })
+    .boxed()
 }

@@ -7,7 +7,7 @@ use berth_oci::{ContentRange, RepoName};
 use berth_registry::{Error, UploadId, UploadStatus};
 use http::{Method, StatusCode, header};
 
-use crate::{ApiError, Ctx, body_stream, digest, empty, error, set};
+use crate::{ApiError, Ctx, digest, empty, error, set};
 
 /// `POST /v2/<name>/blobs/uploads/`
 pub(crate) async fn start(
@@ -28,7 +28,7 @@ pub(crate) async fn start(
         }
     } else if let Some(raw) = ctx.query_param("digest") {
         let d = digest(&raw)?;
-        registry.push_blob(repo, &d, body_stream(body)).await?;
+        registry.push_blob(repo, &d, ctx.body(body)).await?;
         return Ok(blob_created(ctx, repo, &raw));
     }
     let status = registry.start_upload(repo).await?;
@@ -75,7 +75,7 @@ pub(crate) async fn handle(
                 },
             };
             match registry
-                .append_chunk(repo, &id, start, body_stream(body))
+                .append_chunk(repo, &id, start, ctx.body(body))
                 .await
             {
                 Ok(status) => Ok(upload_response(ctx, repo, StatusCode::ACCEPTED, &status)),
@@ -91,7 +91,7 @@ pub(crate) async fn handle(
             })?;
             let d = digest(&raw)?;
             registry
-                .finish_upload(repo, &id, &d, Some(body_stream(body)))
+                .finish_upload(repo, &id, &d, Some(ctx.body(body)))
                 .await?;
             Ok(blob_created(ctx, repo, &raw))
         }

@@ -122,6 +122,9 @@ pub struct Http {
     /// How long in-flight requests may run after a stop signal.
     #[serde(deserialize_with = "go_duration")]
     pub draintimeout: Duration,
+    /// berth's own: how long an upload body may send nothing before it is cut off.
+    #[serde(deserialize_with = "go_duration")]
+    pub bodyidletimeout: Duration,
 }
 
 impl Default for Http {
@@ -135,6 +138,7 @@ impl Default for Http {
             secret: None,
             tls: None,
             draintimeout: Duration::from_secs(30),
+            bodyidletimeout: Duration::from_secs(60),
         }
     }
 }

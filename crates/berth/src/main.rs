@@ -143,6 +143,10 @@ async fn run(config: config::Config) -> Result<(), String> {
         relative_urls: config.http.relativeurls,
         headers,
         catalog_max_entries: config.catalog.maxentries,
+        body_idle_timeout: config
+            .http
+            .bodyidletimeout
+            .max(std::time::Duration::from_secs(1)),
     };
 
     let purging = &config.storage.maintenance.uploadpurging;

@@ -1,5 +1,6 @@
 //! The `berth` binary as an operator meets it: a Distribution config file, `REGISTRY_*`
 //! overrides, warnings for keys it does not know, and clear errors for values it cannot use.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
