@@ -61,8 +61,15 @@ fi
 
 step "building berth and berth-bench (release)"
 cargo build --release -j "${BENCH_JOBS:-2}" -p berth -p berth-bench
-BERTH="$ROOT/target/release/berth"
-BENCH="$ROOT/target/release/berth-bench"
+# What was built, for the table's heading.
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+git diff --quiet HEAD -- crates 2>/dev/null || REV+="+uncommitted"
+
+# Private copies: other builds may replace target/release/* while the benchmark runs.
+BIN=$(mktemp -d /tmp/berth-bench-bin.XXXXXX)
+cp "$ROOT/target/release/berth" "$ROOT/target/release/berth-bench" "$BIN/"
+BERTH="$BIN/berth"
+BENCH="$BIN/berth-bench"
 
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
@@ -77,6 +84,7 @@ cleanup() {
         wait "$PID" 2>/dev/null || true
     fi
     if [[ -n $WORK && -d $WORK ]]; then rm -rf "$WORK"; fi
+    rm -rf "$BIN"
 }
 trap cleanup EXIT
 
@@ -128,9 +136,7 @@ bench_one distribution "$DISTRIBUTION"
 
 step "results"
 {
-    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-    git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || rev+="+uncommitted"
-    echo "berth $rev vs Distribution $("$DISTRIBUTION" --version 2>/dev/null | awk '{print $NF}'), $(date -u +%FT%TZ), $(nproc) cores${QUICK:+, quick mode}"
+    echo "berth $REV vs Distribution $("$DISTRIBUTION" --version 2>/dev/null | awk '{print $NF}'), $(date -u +%FT%TZ), $(nproc) cores${QUICK:+, quick mode}"
     echo "load average (1/5/15 min) as each started: ${LOADAVG[0]:-?}, ${LOADAVG[1]:-?}"
     echo
     "$BENCH" table "$OUT/berth.jsonl" "$OUT/distribution.jsonl"

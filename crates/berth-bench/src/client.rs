@@ -186,9 +186,10 @@ impl Registry {
             .await
     }
 
-    /// `GET /v2/<repo>/blobs/<digest>`, hashing the body as it arrives; fails unless the
-    /// length and digest match.
-    pub async fn pull_verified(&self, repo: &str, digest: &str, len: u64) -> Result<()> {
+    /// `GET /v2/<repo>/blobs/<digest>`; fails unless the length matches and, with `verify`,
+    /// the content's digest too. Hashing runs on its own thread, overlapping the transfer as
+    /// a pulling client's does, so it bounds the rate only where it is slower than the wire.
+    pub async fn pull(&self, repo: &str, digest: &str, len: u64, verify: bool) -> Result<()> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
         let mut r = self
             .http
@@ -197,15 +198,29 @@ impl Registry {
             .await
             .with_context(|| format!("GET {url}"))?;
         ensure!(r.status() == StatusCode::OK, "GET {url}: {}", r.status());
-        let mut hasher = Sha256::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+        let hasher = verify.then(|| {
+            tokio::task::spawn_blocking(move || {
+                let mut hasher = Sha256::new();
+                while let Some(chunk) = rx.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                format!("sha256:{}", hex::encode(hasher.finalize()))
+            })
+        });
         let mut got = 0u64;
         while let Some(chunk) = r.chunk().await.with_context(|| format!("reading {url}"))? {
             got += chunk.len() as u64;
-            hasher.update(&chunk);
+            if hasher.is_some() {
+                tx.send(chunk).await.context("hashing thread stopped")?;
+            }
         }
+        drop(tx);
         ensure!(got == len, "GET {url}: {got} bytes, expected {len}");
-        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-        ensure!(actual == digest, "GET {url}: content digest {actual}");
+        if let Some(hasher) = hasher {
+            let actual = hasher.await.context("hashing thread panicked")?;
+            ensure!(actual == digest, "GET {url}: content digest {actual}");
+        }
         Ok(())
     }
 

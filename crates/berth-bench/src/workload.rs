@@ -127,20 +127,33 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
         size_detail.clone(),
     );
 
-    phase("pull");
-    let t = Instant::now();
-    reg.pull_verified("bench/blob", &mono_digest, big)
-        .await
-        .context("pull")?;
-    let secs = t.elapsed().as_secs_f64();
-    out.emit(
-        "pull",
-        &format!("pull {} MiB, digest verified", w.blob_mib),
-        big as f64 / MB / secs,
-        "MB/s",
-        Better::Higher,
-        size_detail,
-    );
+    for (verify, metric, title) in [
+        (
+            true,
+            "pull",
+            format!("pull {} MiB, digest verified", w.blob_mib),
+        ),
+        (
+            false,
+            "pull_unverified",
+            format!("pull {} MiB, not verified (client only reads)", w.blob_mib),
+        ),
+    ] {
+        phase(&title);
+        let t = Instant::now();
+        reg.pull("bench/blob", &mono_digest, big, verify)
+            .await
+            .with_context(|| title.clone())?;
+        let secs = t.elapsed().as_secs_f64();
+        out.emit(
+            metric,
+            &title,
+            big as f64 / MB / secs,
+            "MB/s",
+            Better::Higher,
+            size_detail.clone(),
+        );
+    }
 
     // --- Concurrent pushes, with the registry's peak RSS. ---
     phase("hashing the concurrent blobs (not timed)");
