@@ -1,4 +1,3 @@
-# shellcheck shell=bash
 # Shared helpers for the end-to-end tests in tests/e2e. Those tests drive REAL
 # clients (skopeo, podman, docker, curl) against a registry process that is
 # either berth or CNCF Distribution (Debian's docker-registry), so the very
@@ -16,6 +15,7 @@
 #     process started through these helpers is stopped on exit.
 #   - variables set here avoid the REGISTRY_ prefix on purpose: Distribution
 #     reads REGISTRY_* environment variables as configuration overrides.
+# shellcheck shell=bash
 
 set -Eeuo pipefail
 
