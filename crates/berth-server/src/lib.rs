@@ -12,6 +12,7 @@ mod error;
 mod listing;
 mod manifests;
 mod referrers;
+mod serve;
 mod uploads;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use berth_registry::{Error, Registry};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 pub use error::ApiError;
+pub use serve::serve;
 
 /// HTTP settings from the `http` section of the configuration.
 #[derive(Debug, Clone)]

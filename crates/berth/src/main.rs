@@ -4,7 +4,6 @@
 
 mod config;
 
-use std::future::IntoFuture;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -173,29 +172,14 @@ async fn run(config: config::Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         "berth listening"
     );
-    let drain = config.http.draintimeout;
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, berth_server::app(registry, http))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stopping_tx.send(());
-        })
-        .into_future();
-    tokio::pin!(server);
-    // After a stop signal, requests in flight get `http.draintimeout` to finish.
-    let deadline = async move {
-        if stopping_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(drain).await;
-    };
-    tokio::select! {
-        result = &mut server => result.map_err(|e| format!("server error: {e}")),
-        () = deadline => {
-            tracing::warn!(?drain, "drain timeout elapsed; exiting with requests still in flight");
-            Ok(())
-        }
-    }
+    berth_server::serve(
+        listener,
+        berth_server::app(registry, http),
+        shutdown_signal(),
+        config.http.draintimeout,
+    )
+    .await;
+    Ok(())
 }
 
 async fn purge_loop(
