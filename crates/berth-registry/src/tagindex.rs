@@ -6,12 +6,15 @@
 //! written *before* a tag moves to a digest and removed after it moves away, so the index is
 //! always a superset of the truth; readers confirm each candidate against `current/link`.
 //!
-//! A repository written by Distribution has no index. The first delete there builds it from
-//! a full scan and then writes the `complete` marker; after that, every tag berth moves keeps
-//! it whole. (Tags that Distribution itself moves later, in a directory both programs write,
-//! are not indexed; a tag left pointing at a deleted manifest answers `MANIFEST_UNKNOWN`.)
+//! Another writer — Distribution serving the same directory, before or after berth — does
+//! not keep the index. So before answering, berth lists the repository's tag links with their
+//! modification times (one walk: a single paginated LIST on object storage, instead of a GET
+//! per tag) and re-reads only the links modified since the previous check, recorded in the
+//! `complete` marker. A repository berth has never indexed is read in full once.
 
 use berth_oci::{Digest, RepoName, Tag};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 
 use crate::{Registry, Result, layout, read_link};
@@ -44,7 +47,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Vec<Tag>> {
-        self.ensure_tag_index(repo).await?;
+        self.refresh_tag_index(repo).await?;
         let names = match self
             .driver()
             .list(&layout::digest_tags_dir(repo, digest))
@@ -65,21 +68,50 @@ impl Registry {
         Ok(tags)
     }
 
-    /// Builds the index from a full scan if this repository has never had one.
-    async fn ensure_tag_index(&self, repo: &RepoName) -> Result<()> {
+    /// Brings the index up to date with tag links written since the last check, by this or
+    /// any other process. Callers hold the repository's manifest lock.
+    async fn refresh_tag_index(&self, repo: &RepoName) -> Result<()> {
         let marker = layout::digest_tags_complete(repo);
-        match self.driver().stat(&marker).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_not_found() => {}
+        let since = match self.driver().get(&marker).await {
+            Ok(content) => std::str::from_utf8(&content)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos)),
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
-        }
-        for tag in self.all_tags(repo).await? {
-            if let Some(d) = read_link(self.driver(), &layout::tag_current_link(repo, &tag)).await?
-            {
+        };
+        let started = SystemTime::now();
+        let links = match self.driver().walk(&layout::tags_dir(repo)).await {
+            Ok(files) => files,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        for link in links {
+            // Only `<tag>/current/link`; the `index/` history links say nothing of now.
+            let current = link.path.parent();
+            if link.path.file_name() != "link" || current.file_name() != "current" {
+                continue;
+            }
+            let Ok(tag) = Tag::parse(current.parent().file_name()) else {
+                continue;
+            };
+            // Modification times can be coarse (a second on S3) and clocks a little apart.
+            if since.is_some_and(|since| link.modified + MTIME_SLACK < since) {
+                continue;
+            }
+            if let Some(d) = read_link(self.driver(), &link.path).await? {
                 self.note_tag(repo, &tag, &d).await?;
             }
         }
-        self.driver().put(&marker, Bytes::new()).await?;
+        let stamp = started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_string();
+        self.driver().put(&marker, Bytes::from(stamp)).await?;
         Ok(())
     }
 }
+
+/// Tolerance for coarse modification times and clock differences between writers.
+const MTIME_SLACK: Duration = Duration::from_secs(2);

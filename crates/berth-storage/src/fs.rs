@@ -20,7 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::ReaderStream;
 
-use crate::{ByteStream, FileWriter, Metadata, Result, StorageDriver, StorageError, StoragePath};
+use crate::{
+    ByteStream, FileInfo, FileWriter, Metadata, Result, StorageDriver, StorageError, StoragePath,
+};
 
 const NAME: &str = "filesystem";
 /// Chunks in flight between the request and the writer thread.
@@ -245,6 +247,46 @@ impl StorageDriver for FsDriver {
         .map_err(|e| Self::err("list", path, e))
     }
 
+    async fn walk(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
+        let full = self.full(path);
+        let start = path.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            let mut pending = vec![(full, start)];
+            while let Some((dir, dir_path)) = pending.pop() {
+                for entry in fs::read_dir(&dir)? {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    // Temporaries and names no StoragePath can hold are not content.
+                    let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else {
+                        continue;
+                    };
+                    let Ok(child) = dir_path.join(name) else {
+                        continue;
+                    };
+                    let meta = match entry.metadata() {
+                        Ok(m) => m,
+                        // Removed between listing and stat: not there any more.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if meta.is_dir() {
+                        pending.push((entry.path(), child));
+                    } else {
+                        found.push(FileInfo {
+                            path: child,
+                            size: meta.len(),
+                            modified: meta.modified()?,
+                        });
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| Self::err("walk", path, e))
+    }
+
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
         let (src, dst) = (self.full(from), self.full(to));
         blocking(move || {
@@ -372,6 +414,18 @@ mod tests {
         assert_eq!(d.stat(&p("a/b/c")).await.unwrap().size, 5);
         assert!(d.stat(&p("a/b")).await.unwrap().is_dir);
         assert_eq!(d.list(&p("a/b")).await.unwrap(), vec!["c"]);
+        d.put(&p("a/d/e"), Bytes::from_static(b"!")).await.unwrap();
+        let mut walked: Vec<String> = d
+            .walk(&p("a"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| format!("{}:{}", f.path.as_str(), f.size))
+            .collect();
+        walked.sort();
+        assert_eq!(walked, vec!["a/b/c:5", "a/d/e:1"]);
+        assert!(d.walk(&p("nothing")).await.unwrap_err().is_not_found());
+        d.delete(&p("a/d")).await.unwrap();
         d.move_to(&p("a/b/c"), &p("x/y")).await.unwrap();
         assert!(d.stat(&p("a/b/c")).await.unwrap_err().is_not_found());
         assert_eq!(d.get(&p("x/y")).await.unwrap(), "hello");

@@ -87,6 +87,17 @@ pub struct Metadata {
     pub is_dir: bool,
 }
 
+/// A file found by [`StorageDriver::walk`].
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// Its full path.
+    pub path: StoragePath,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub modified: SystemTime,
+}
+
 /// A storage backend. Paths are always [`StoragePath`]s, so no driver ever sees a path that
 /// could leave its root.
 #[async_trait]
@@ -116,6 +127,12 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Names of the direct children of a directory, unsorted. NotFound when absent.
     async fn list(&self, path: &StoragePath) -> Result<Vec<String>>;
+
+    /// Every file below a directory, recursively, with size and modification time, in no
+    /// particular order. NotFound when the directory is absent. This is one paginated LIST on
+    /// object stores (a thousand keys a request), which is why callers prefer it to reading
+    /// files one by one.
+    async fn walk(&self, path: &StoragePath) -> Result<Vec<FileInfo>>;
 
     /// Moves a file, replacing any file at `to`; atomic and durable on return.
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()>;
