@@ -10,6 +10,7 @@ mod base;
 mod blobs;
 mod concurrency;
 mod delete;
+mod discovery;
 mod layout;
 mod listing;
 mod manifests;
