@@ -65,7 +65,7 @@ struct Inner {
     options: Options,
     uploads: uploads::Sessions,
     caches: cache::Caches,
-    manifest_locks: Vec<tokio::sync::Mutex<()>>,
+    manifest_locks: Vec<tokio::sync::RwLock<()>>,
 }
 
 /// Stripes of the per-repository manifest lock: enough that unrelated repositories rarely
@@ -82,7 +82,7 @@ impl Registry {
                 uploads: uploads::Sessions::default(),
                 caches: cache::Caches::default(),
                 manifest_locks: (0..MANIFEST_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
+                    .map(|_| tokio::sync::RwLock::new(()))
                     .collect(),
             }),
         }
@@ -97,15 +97,29 @@ impl Registry {
         self.inner.driver.as_ref()
     }
 
-    /// Serialises changes to one repository's manifests and tags in this process, so a
-    /// delete racing a push of the same manifest ends in one order or the other, never with
-    /// a tag naming a deleted revision.
-    async fn lock_manifests(&self, repo: &berth_oci::RepoName) -> tokio::sync::MutexGuard<'_, ()> {
+    /// The per-repository manifest lock, striped. Pushes share it, deletes take it alone, so
+    /// a delete racing a push of the same manifest ends in one order or the other, never with
+    /// a tag naming a deleted revision. (Pushes racing each other are safe without it: every
+    /// write is atomic and the tag index is a superset.)
+    fn manifest_lock(&self, repo: &berth_oci::RepoName) -> &tokio::sync::RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         repo.hash(&mut h);
-        let stripe = (h.finish() as usize) % MANIFEST_LOCK_STRIPES;
-        self.inner.manifest_locks[stripe].lock().await
+        &self.inner.manifest_locks[(h.finish() as usize) % MANIFEST_LOCK_STRIPES]
+    }
+
+    async fn lock_manifests_shared(
+        &self,
+        repo: &berth_oci::RepoName,
+    ) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.manifest_lock(repo).read().await
+    }
+
+    async fn lock_manifests_exclusive(
+        &self,
+        repo: &berth_oci::RepoName,
+    ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.manifest_lock(repo).write().await
     }
 
     /// Reads a link through the link cache.

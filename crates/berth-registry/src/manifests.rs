@@ -91,7 +91,7 @@ impl Registry {
             }
         }
 
-        let _guard = self.lock_manifests(repo).await;
+        let _guard = self.lock_manifests_shared(repo).await;
         let data = layout::blob_data(&digest);
         match self.driver().stat(&data).await {
             Ok(m) if m.size == body.len() as u64 => {}
@@ -99,18 +99,28 @@ impl Registry {
             Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
             Err(e) => return Err(e.into()),
         }
-        write_link(
-            self.driver(),
-            &layout::revision_link(repo, &digest),
-            &digest,
-        )
-        .await?;
-        if let Some(subject) = &manifest.subject {
-            let link = layout::referrer_link(repo, &subject.digest, &digest);
-            write_link(self.driver(), &link, &digest).await?;
-        }
-        if let Reference::Tag(tag) = reference {
-            self.tag_manifest(repo, tag, &digest).await?;
+        // With the content durable, the links that do not depend on each other are written
+        // together; the tag's `current` link moves only after all of them are durable.
+        let revision_link = layout::revision_link(repo, &digest);
+        let revision = self.write_link_cached(&revision_link, &digest);
+        let referrer = async {
+            match &manifest.subject {
+                Some(subject) => {
+                    let link = layout::referrer_link(repo, &subject.digest, &digest);
+                    write_link(self.driver(), &link, &digest).await
+                }
+                None => Ok(()),
+            }
+        };
+        let tag_prepared = async {
+            match reference {
+                Reference::Tag(tag) => self.prepare_tag(repo, tag, &digest).await.map(Some),
+                Reference::Digest(_) => Ok(None),
+            }
+        };
+        let ((), (), prepared) = tokio::try_join!(revision, referrer, tag_prepared)?;
+        if let (Reference::Tag(tag), Some(previous)) = (reference, prepared) {
+            self.move_tag(repo, tag, &digest, previous).await?;
         }
         Ok(PutManifest {
             digest,
@@ -118,18 +128,32 @@ impl Registry {
         })
     }
 
-    async fn tag_manifest(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
-        let current = layout::tag_current_link(repo, tag);
-        let previous = read_link(self.driver(), &current).await?;
-        // The reverse index learns of the tag before the tag moves (see `tagindex`).
-        self.note_tag(repo, tag, digest).await?;
-        write_link(
-            self.driver(),
-            &layout::tag_index_link(repo, tag, digest),
-            digest,
-        )
-        .await?;
-        self.write_link_cached(&current, digest).await?;
+    /// Everything a tag move needs before `current` changes: the reverse index entry (see
+    /// `tagindex`) and the tag's history link. Returns what the tag pointed at before.
+    async fn prepare_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<Option<Digest>> {
+        let current_link = layout::tag_current_link(repo, tag);
+        let history_link = layout::tag_index_link(repo, tag, digest);
+        let previous = read_link(self.driver(), &current_link);
+        let noted = self.note_tag(repo, tag, digest);
+        let history = write_link(self.driver(), &history_link, digest);
+        let (previous, (), ()) = tokio::try_join!(previous, noted, history)?;
+        Ok(previous)
+    }
+
+    async fn move_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        previous: Option<Digest>,
+    ) -> Result<()> {
+        self.write_link_cached(&layout::tag_current_link(repo, tag), digest)
+            .await?;
         match previous {
             Some(previous) if &previous != digest => self.forget_tag(repo, tag, &previous).await,
             _ => Ok(()),
@@ -221,7 +245,7 @@ impl Registry {
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (the tag only).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.check_delete()?;
-        let _guard = self.lock_manifests(repo).await;
+        let _guard = self.lock_manifests_exclusive(repo).await;
         match reference {
             Reference::Tag(tag) => {
                 let digest = self.resolve(repo, reference).await?;

@@ -88,24 +88,53 @@ impl Sessions {
     }
 }
 
-/// Streams `body` into `writer`, hashing as it goes.
+/// Chunks queued for the hashing thread.
+const HASH_QUEUE_DEPTH: usize = 4;
+
+/// Streams `body` into `writer`, hashing as it goes. Hashing runs on its own blocking thread
+/// and writing on the driver's, so receiving, hashing and disk IO overlap; chunks are shared
+/// (reference-counted), not copied.
 async fn pump(
     writer: &mut dyn FileWriter,
-    hasher: &mut Option<HashState>,
+    state: &mut Option<HashState>,
     mut body: ByteStream,
 ) -> Result<()> {
-    while let Some(chunk) = body.next().await {
-        let chunk: Bytes = chunk.map_err(body_error)?;
-        if chunk.is_empty() {
-            continue;
+    let hashing = state.take().map(|mut hash| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE_DEPTH);
+        let worker = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                hash.hasher.update(&chunk);
+                hash.offset += chunk.len() as u64;
+            }
+            hash
+        });
+        (tx, worker)
+    });
+    let (hash_tx, hash_worker) = match hashing {
+        Some((tx, worker)) => (Some(tx), Some(worker)),
+        None => (None, None),
+    };
+    let result = async {
+        while let Some(chunk) = body.next().await {
+            let chunk: Bytes = chunk.map_err(body_error)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            if let Some(tx) = &hash_tx {
+                if tx.send(chunk.clone()).await.is_err() {
+                    return Err(Error::UploadInvalid("hashing stopped".into()));
+                }
+            }
+            writer.write(chunk).await?;
         }
-        if let Some(state) = hasher.as_mut() {
-            state.hasher.update(&chunk);
-            state.offset += chunk.len() as u64;
-        }
-        writer.write(chunk).await?;
+        Ok(())
     }
-    Ok(())
+    .await;
+    drop(hash_tx);
+    if let Some(worker) = hash_worker {
+        *state = worker.await.ok();
+    }
+    result
 }
 
 fn body_error(e: io::Error) -> Error {

@@ -472,3 +472,26 @@ async fn foreign_layers_with_urls_need_not_be_pushed() {
     }));
     round_trip(&s, "win", "ltsc", DOCKER_MANIFEST, &body, DOCKER_MANIFEST).await;
 }
+
+/// Regression: a 404 seen just before a push must not be served from the link cache after
+/// the push (the cache remembers absence for up to a second).
+#[tokio::test]
+async fn a_manifest_missed_just_before_its_push_is_served_right_after() {
+    let s = TestServer::start(Options::default()).await;
+    s.get("/v2/cache/manifests/v1")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
+    // Push the same image twice under different repositories to learn its digest first.
+    let probe = s.push_image("cache-probe", "v1", 7).await;
+    s.get(&format!("/v2/cache/manifests/{}", probe.digest))
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
+    let image = s.push_image("cache", "v1", 7).await;
+    assert_eq!(image.digest, probe.digest);
+    let by_tag = s.get("/v2/cache/manifests/v1").await;
+    by_tag.assert_status(200);
+    assert_eq!(by_tag.h("docker-content-digest"), image.digest);
+    s.get(&format!("/v2/cache/manifests/{}", image.digest))
+        .await
+        .assert_status(200);
+}
