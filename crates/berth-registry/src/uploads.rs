@@ -120,10 +120,10 @@ async fn pump(
             if chunk.is_empty() {
                 continue;
             }
-            if let Some(tx) = &hash_tx {
-                if tx.send(chunk.clone()).await.is_err() {
-                    return Err(Error::UploadInvalid("hashing stopped".into()));
-                }
+            if let Some(tx) = &hash_tx
+                && tx.send(chunk.clone()).await.is_err()
+            {
+                return Err(Error::UploadInvalid("hashing stopped".into()));
             }
             writer.write(chunk).await?;
         }

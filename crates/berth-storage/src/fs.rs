@@ -196,11 +196,11 @@ impl StorageDriver for FsDriver {
         // than an async file, and the bounded channel caps memory per reader.
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE_DEPTH);
         tokio::task::spawn_blocking(move || {
-            if offset > 0 {
-                if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+            if offset > 0
+                && let Err(e) = file.seek(SeekFrom::Start(offset))
+            {
+                let _ = tx.blocking_send(Err(e));
+                return;
             }
             let mut left = len;
             while left > 0 {
