@@ -7,8 +7,10 @@
 //! - **links** by storage path: tag `current` links and revision links, which change. This
 //!   process's own writes update or drop the entry at once; changes by another process (a
 //!   second replica, or Distribution on the same directory) are seen within [`LINK_TTL`].
+//! - **catalog**: the sorted repository list, with the same bound; this process's writes that
+//!   may add a repository drop it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
@@ -40,6 +42,15 @@ impl quick_cache::Weighter<Digest, CachedManifest> for ByteWeight {
 pub(crate) struct Caches {
     content: quick_cache::sync::Cache<Digest, CachedManifest, ByteWeight>,
     links: quick_cache::sync::Cache<StoragePath, (Option<Digest>, Instant)>,
+    catalog: Mutex<CatalogEntry>,
+}
+
+/// The sorted repository list, and a generation bumped by every write that may add a
+/// repository, so a listing that raced such a write is not cached.
+#[derive(Default)]
+struct CatalogEntry {
+    repositories: Option<(Arc<Vec<String>>, Instant)>,
+    generation: u64,
 }
 
 impl Default for Caches {
@@ -47,6 +58,7 @@ impl Default for Caches {
         Caches {
             content: quick_cache::sync::Cache::with_weighter(10_000, CONTENT_BYTES, ByteWeight),
             links: quick_cache::sync::Cache::new(LINK_ENTRIES),
+            catalog: Mutex::default(),
         }
     }
 }
@@ -74,5 +86,33 @@ impl Caches {
 
     pub fn forget_link(&self, path: &StoragePath) {
         self.links.remove(path);
+    }
+
+    fn catalog_entry(&self) -> std::sync::MutexGuard<'_, CatalogEntry> {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The repository list if listed less than [`LINK_TTL`] ago, else the generation to hand
+    /// back to [`Caches::insert_catalog`] with a fresh listing.
+    pub fn catalog(&self) -> Result<Arc<Vec<String>>, u64> {
+        let entry = self.catalog_entry();
+        match &entry.repositories {
+            Some((list, at)) if at.elapsed() < LINK_TTL => Ok(list.clone()),
+            _ => Err(entry.generation),
+        }
+    }
+
+    pub fn insert_catalog(&self, generation: u64, repositories: Arc<Vec<String>>) {
+        let mut entry = self.catalog_entry();
+        if entry.generation == generation {
+            entry.repositories = Some((repositories, Instant::now()));
+        }
+    }
+
+    /// Called on every write that may create a repository.
+    pub fn forget_catalog(&self) {
+        let mut entry = self.catalog_entry();
+        entry.generation += 1;
+        entry.repositories = None;
     }
 }

@@ -1,10 +1,11 @@
 //! Listing: the tags of a repository and the catalog of repositories, paginated the spec's
 //! way (`n` entries after `last`, in lexical order).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use berth_oci::{RepoName, Tag};
-use berth_storage::StoragePath;
 
 use crate::{Error, Registry, Result, layout};
 
@@ -79,36 +80,61 @@ impl Registry {
     /// directory (Distribution lists repositories by `_layers`; a repository holding only
     /// manifests is listed too).
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let repositories = self.all_repositories().await?;
+        Ok(paginate(repositories.as_ref().clone(), n, last))
+    }
+
+    async fn all_repositories(&self) -> Result<Arc<Vec<String>>> {
+        let generation = match self.inner.caches.catalog() {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let mut repos = Vec::new();
-        let root = layout::repositories_root();
-        let mut pending: VecDeque<(StoragePath, String)> = VecDeque::new();
-        pending.push_back((root, String::new()));
-        while let Some((dir, name)) = pending.pop_front() {
-            let children = match self.driver().list(&dir).await {
-                Ok(c) => c,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let is_repo = children.iter().any(|c| c == "_layers" || c == "_manifests");
-            if is_repo && RepoName::parse(&name).is_ok() {
-                repos.push(name.clone());
-            }
-            for child in children {
-                if !child.starts_with('_') {
+        // Breadth first, each level's directories listed concurrently: the walk costs about
+        // as many round trips as the names have levels, not one per directory.
+        let mut level = vec![(layout::repositories_root(), String::new())];
+        while !level.is_empty() {
+            let listed: Vec<_> = futures_util::stream::iter(level.drain(..))
+                .map(|(dir, name)| async move {
+                    let children = self.driver().list(&dir).await;
+                    (dir, name, children)
+                })
+                .buffer_unordered(LIST_CONCURRENCY)
+                .collect()
+                .await;
+            for (dir, name, children) in listed {
+                let children = match children {
+                    Ok(c) => c,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let is_repo = children.iter().any(|c| c == "_layers" || c == "_manifests");
+                if is_repo && RepoName::parse(&name).is_ok() {
+                    repos.push(name.clone());
+                }
+                for child in children {
+                    if child.starts_with('_') {
+                        continue;
+                    }
                     let Ok(path) = dir.join(&child) else { continue };
                     let child_name = if name.is_empty() {
                         child
                     } else {
                         format!("{name}/{child}")
                     };
-                    pending.push_back((path, child_name));
+                    level.push((path, child_name));
                 }
             }
         }
         repos.sort_by(|a, b| path_order(a, b));
-        Ok(paginate(repos, n, last))
+        let repos = Arc::new(repos);
+        self.inner.caches.insert_catalog(generation, repos.clone());
+        Ok(repos)
     }
 }
+
+/// Directories listed at once while walking the repository tree.
+const LIST_CONCURRENCY: usize = 32;
 
 #[cfg(test)]
 mod tests {

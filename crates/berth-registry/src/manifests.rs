@@ -118,7 +118,10 @@ impl Registry {
                 Reference::Digest(_) => Ok(None),
             }
         };
-        let ((), (), prepared) = tokio::try_join!(revision, referrer, tag_prepared)?;
+        let joined = tokio::try_join!(revision, referrer, tag_prepared);
+        // A first manifest may be what makes this repository appear in the catalog.
+        self.inner.caches.forget_catalog();
+        let ((), (), prepared) = joined?;
         if let (Reference::Tag(tag), Some(previous)) = (reference, prepared) {
             self.move_tag(repo, tag, &digest, previous).await?;
         }

@@ -265,15 +265,20 @@ impl Registry {
             })
         } else {
             match self.commit_blob(&data, digest).await {
-                Ok(()) => {
-                    write_link(self.driver(), &layout::layer_link(repo, digest), digest).await
-                }
+                Ok(()) => self.link_layer(repo, digest).await,
                 Err(e) => Err(e),
             }
         };
         // As Distribution does, a failed finish ends the session: the client starts over.
         self.remove_session(repo, id).await;
         result
+    }
+
+    /// Links a verified blob into a repository (which may create the repository).
+    async fn link_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let linked = write_link(self.driver(), &layout::layer_link(repo, digest), digest).await;
+        self.inner.caches.forget_catalog();
+        linked
     }
 
     /// Moves verified content into the blob store unless an identical blob is already there.
@@ -368,7 +373,7 @@ impl Registry {
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        write_link(self.driver(), &layout::layer_link(repo, digest), digest).await?;
+        self.link_layer(repo, digest).await?;
         Ok(true)
     }
 }
