@@ -84,7 +84,9 @@ impl Registry {
         Ok(paginate(repositories.as_ref().clone(), n, last))
     }
 
-    async fn all_repositories(&self) -> Result<Arc<Vec<String>>> {
+    /// Every repository, sorted component-wise (the catalog's order), unpaginated: for
+    /// callers that filter before paginating.
+    pub async fn all_repositories(&self) -> Result<Arc<Vec<String>>> {
         let generation = match self.inner.caches.catalog() {
             Ok(hit) => return Ok(hit),
             Err(generation) => generation,

@@ -4,8 +4,10 @@
 //! [`endpoint::Endpoint`], validate the names it carries, call the registry, and shape the
 //! answer — status, headers, body — the way the spec and Distribution do. Logging and the
 //! headers every response carries are added here too, once. Handlers never decide policy;
-//! that lives in `berth-registry`.
+//! that lives in `berth-registry`. Access is decided here too, once, before any handler runs
+//! ([`auth`]).
 
+pub mod auth;
 mod blobs;
 pub mod endpoint;
 mod error;
@@ -25,6 +27,7 @@ use berth_oci::{Digest, RepoName};
 use berth_registry::{Error, Registry};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
+pub use auth::Auth;
 pub use error::ApiError;
 pub use serve::serve;
 
@@ -41,6 +44,8 @@ pub struct HttpOptions {
     pub catalog_max_entries: usize,
     /// `http.bodyidletimeout` (berth's own): how long an upload body may stall.
     pub body_idle_timeout: Duration,
+    /// `auth`: access control; `None` serves everyone everything.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl Default for HttpOptions {
@@ -51,6 +56,7 @@ impl Default for HttpOptions {
             headers: Vec::new(),
             catalog_max_entries: listing::DEFAULT_CATALOG_MAX_ENTRIES,
             body_idle_timeout: Duration::from_secs(60),
+            auth: None,
         }
     }
 }
@@ -84,9 +90,20 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let endpoint = endpoint::parse(&path);
     let label = endpoint.as_ref().map_or("other", |e| e.label());
     let mut response = match endpoint {
-        Some(endpoint) => handle(&state, endpoint, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Some(endpoint) => match authorize(
+            &state,
+            &endpoint,
+            request.method(),
+            request.headers(),
+            peer(&request),
+        )
+        .await
+        {
+            Ok(caller) => handle(&state, endpoint, request, caller)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            Err(refusal) => refusal,
+        },
         None if path == "/" => StatusCode::OK.into_response(),
         None => error::not_found(),
     };
@@ -105,17 +122,58 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     response
 }
 
+/// The one access check: every endpoint and method passes here before its handler runs.
+/// `Ok(None)` when no auth is configured.
+async fn authorize(
+    state: &AppState,
+    endpoint: &endpoint::Endpoint<'_>,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Option<auth::Caller>, Response> {
+    let Some(auth) = &state.http.auth else {
+        return Ok(None);
+    };
+    let need = auth::need(endpoint, method);
+    auth.authorize(headers, peer, &need).await.map(Some)
+}
+
+/// The client's address, as the accept loop recorded it.
+fn peer(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 async fn handle(
     state: &AppState,
     endpoint: endpoint::Endpoint<'_>,
     request: Request,
+    caller: Option<auth::Caller>,
 ) -> Result<Response, ApiError> {
     use endpoint::Endpoint as E;
     let method = request.method().clone();
+    let mut query = request.uri().query().unwrap_or("").to_owned();
+    // A mount from a repository the caller may not pull degrades to a plain upload, so the
+    // blob's presence there is not revealed.
+    if let (E::UploadStart { .. }, Some(auth), Some(caller)) =
+        (&endpoint, &state.http.auth, &caller)
+    {
+        let may_pull_from = |from: &str| auth.allows(caller, from, auth::Action::Pull);
+        let strip = form_urlencoded::parse(query.as_bytes())
+            .any(|(k, v)| k == "from" && !may_pull_from(&v));
+        if strip {
+            query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "from"))
+                .finish();
+        }
+    }
     let ctx = Ctx {
         state,
         headers: request.headers().clone(),
-        query: request.uri().query().unwrap_or("").to_owned(),
+        query,
+        caller,
     };
     let body = request.into_body();
     match (endpoint, method) {
@@ -140,9 +198,24 @@ pub(crate) struct Ctx<'a> {
     state: &'a AppState,
     headers: HeaderMap,
     query: String,
+    /// The authenticated caller, when auth is configured.
+    caller: Option<auth::Caller>,
 }
 
 impl Ctx<'_> {
+    /// Whether the caller may see `repository` in the catalog (always, without auth).
+    fn may_list(&self, repository: &str) -> bool {
+        match (&self.state.http.auth, &self.caller) {
+            (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
+            _ => true,
+        }
+    }
+
+    /// Whether the catalog must be filtered for this caller.
+    fn catalog_filtered(&self) -> bool {
+        self.state.http.auth.is_some()
+    }
+
     fn registry(&self) -> &Registry {
         &self.state.registry
     }

@@ -61,12 +61,31 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         None => max,
     };
     let last = ctx.query_param("last");
-    let page = ctx.registry().catalog(Some(n), last.as_deref()).await?;
+    let page = if ctx.catalog_filtered() {
+        // Filtered before paginating, so pages are full and `last` works on what is shown.
+        let all = ctx.registry().all_repositories().await?;
+        let mut items = all
+            .iter()
+            .filter(|r| last.as_deref().is_none_or(|l| path_order(r, l).is_gt()))
+            .filter(|r| ctx.may_list(r));
+        let page_items: Vec<String> = items.by_ref().take(n).cloned().collect();
+        Page {
+            items: page_items,
+            more: items.next().is_some(),
+        }
+    } else {
+        ctx.registry().catalog(Some(n), last.as_deref()).await?
+    };
     let next = next_link("/v2/_catalog", &page, Some(n));
     Ok(json_response(
         serde_json::json!({ "repositories": page.items }),
         next,
     ))
+}
+
+/// The catalog's order: component by component, as `berth-registry` sorts it.
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, ApiError> {

@@ -31,8 +31,31 @@ pub struct Config {
     pub catalog: Catalog,
     /// `validation` (berth adds `validation.manifests.maxsize`).
     pub validation: Validation,
-    /// `auth` — not implemented yet, so refused rather than ignored.
-    pub auth: Option<serde_yaml::Value>,
+    /// `auth`: htpasswd and berth's own policy; other kinds are refused, not ignored.
+    pub auth: Option<Auth>,
+}
+
+/// The `auth` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Auth {
+    /// `auth.htpasswd`
+    pub htpasswd: Option<Htpasswd>,
+    /// `auth.policy` (berth's own): who may do what on which repositories.
+    pub policy: Option<berth_server::auth::PolicyConfig>,
+    /// Any other kind (`silly`, `token` before it is implemented, typos): refused.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `auth.htpasswd`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Htpasswd {
+    #[serde(deserialize_with = "lenient_string")]
+    pub realm: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,12 +319,25 @@ fn set_path(tree: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Va
 }
 
 fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
-    if config.auth.as_ref().is_some_and(|a| !a.is_null()) {
-        return Err(ConfigError(
-            "auth is configured but berth does not implement it yet; refusing to serve without \
-             the access control the config asks for"
-                .into(),
-        ));
+    if let Some(auth) = &config.auth {
+        if let Some(kind) = auth.other.keys().next() {
+            return Err(ConfigError(format!(
+                "auth.{kind} is not supported (berth implements auth.htpasswd and \
+                 auth.policy); refusing to serve without the access control the config asks for"
+            )));
+        }
+        match &auth.htpasswd {
+            Some(h) if h.path.as_deref().is_none_or(str::is_empty) => {
+                return Err(ConfigError("auth.htpasswd.path is required".into()));
+            }
+            Some(_) => {}
+            None if auth.policy.is_some() => {
+                return Err(ConfigError(
+                    "auth.policy needs auth.htpasswd to authenticate its users".into(),
+                ));
+            }
+            None => {}
+        }
     }
     if config.http.tls.as_ref().is_some_and(|t| !t.is_null()) {
         return Err(ConfigError(
@@ -519,9 +555,41 @@ mod tests {
 
     #[test]
     fn security_relevant_sections_are_refused() {
-        assert!(load_str("auth:\n  htpasswd:\n    realm: r\n    path: /x\n", &[]).is_err());
+        assert!(load_str("auth:\n  silly:\n    realm: r\n    service: s\n", &[]).is_err());
+        assert!(load_str("auth:\n  htpasswd:\n    realm: r\n", &[]).is_err());
+        assert!(
+            load_str(
+                "auth:\n  htpasswd:\n    realm: r\n    path: /x\n    pth: y\n",
+                &[]
+            )
+            .is_err()
+        );
+        assert!(load_str("auth:\n  policy:\n    admins: [a]\n", &[]).is_err());
+        assert!(
+            load_str(
+                "auth:\n  htpasswd:\n    path: /x\n  policy:\n    admns: [a]\n",
+                &[]
+            )
+            .is_err(),
+            "a typo in the policy must not be ignored"
+        );
         assert!(load_str("http:\n  tls:\n    certificate: /x\n", &[]).is_err());
         assert!(load_str("storage:\n  s3:\n    bucket: b\n", &[]).is_err());
+    }
+
+    #[test]
+    fn auth_htpasswd_and_policy_load() {
+        let yaml = "auth:\n  htpasswd:\n    realm: berth\n    path: /etc/berth/htpasswd\n  policy:\n    admins: [alice]\n    groups: {team-a: [bob, carol]}\n    rules:\n      - repositories: [\"team-a/**\"]\n        groups: [team-a]\n        actions: [pull, push]\n      - repositories: [\"public/**\"]\n        anonymous: true\n        actions: [pull]\n";
+        let l = load_str(yaml, &[("REGISTRY_AUTH_HTPASSWD_REALM", "other")]).unwrap();
+        let auth = l.config.auth.unwrap();
+        let h = auth.htpasswd.unwrap();
+        assert_eq!(h.realm.as_deref(), Some("other"));
+        assert_eq!(h.path.as_deref(), Some("/etc/berth/htpasswd"));
+        let p = auth.policy.unwrap();
+        assert_eq!(p.admins, vec!["alice"]);
+        assert_eq!(p.rules.len(), 2);
+        assert!(p.rules[1].anonymous);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 
     #[test]

@@ -64,6 +64,15 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    // Before the runtime: an unusable htpasswd file or policy is a configuration error (2).
+    let auth = match build_auth(config.auth.as_ref()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,7 +83,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, auth)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -116,7 +125,7 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(config: config::Config) -> Result<(), String> {
+async fn run(config: config::Config, auth: Option<Arc<berth_server::Auth>>) -> Result<(), String> {
     let root = config.root_directory();
     let driver = FsDriver::new(&root)
         .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
@@ -146,6 +155,7 @@ async fn run(config: config::Config) -> Result<(), String> {
             .http
             .bodyidletimeout
             .max(std::time::Duration::from_secs(1)),
+        auth,
     };
 
     let purging = &config.storage.maintenance.uploadpurging;
@@ -180,6 +190,26 @@ async fn run(config: config::Config) -> Result<(), String> {
     )
     .await;
     Ok(())
+}
+
+/// The access control the `auth` section asks for (`None`: none configured).
+fn build_auth(auth: Option<&config::Auth>) -> Result<Option<Arc<berth_server::Auth>>, String> {
+    use berth_server::auth::{Auth, Htpasswd, Policy};
+    let Some(auth) = auth else { return Ok(None) };
+    let policy = auth.policy.as_ref().map(Policy::new).transpose()?;
+    let Some(h) = &auth.htpasswd else {
+        return Ok(None);
+    };
+    let path = h.path.as_deref().unwrap_or_default();
+    let file = Htpasswd::open(path)?;
+    let realm = h.realm.clone().unwrap_or_else(|| "berth".to_owned());
+    tracing::info!(
+        path,
+        realm,
+        policy = policy.is_some(),
+        "htpasswd authentication enabled"
+    );
+    Ok(Some(Arc::new(Auth::htpasswd(realm, file, policy))))
 }
 
 async fn purge_loop(

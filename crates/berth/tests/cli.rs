@@ -79,15 +79,24 @@ fn wrong_type_is_an_error_naming_key_and_line() {
 }
 
 #[test]
-fn auth_section_is_refused_not_ignored() {
+fn unsupported_auth_kinds_and_unusable_htpasswd_are_refused_not_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        "version: 0.1\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/registry\n",
-    );
-    let out = berth().arg("serve").arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth"));
+    for (yaml, needle) in [
+        (
+            "version: 0.1\nauth:\n  silly:\n    realm: r\n    service: s\n",
+            "auth.silly",
+        ),
+        (
+            "version: 0.1\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: /nonexistent/htpasswd\n",
+            "/nonexistent/htpasswd",
+        ),
+    ] {
+        let cfg = write_config(dir.path(), yaml);
+        let out = berth().arg("serve").arg(&cfg).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{stderr}");
+    }
 }
 
 #[test]

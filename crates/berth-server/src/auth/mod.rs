@@ -1,0 +1,414 @@
+//! Authentication and authorization: who is calling, and may they do what this request does.
+//!
+//! [`crate::dispatch`] calls [`Auth::authorize`] once per request, after the endpoint is parsed
+//! and before any handler runs, with the [`Need`] computed from the endpoint and method by
+//! [`need`]. That is the one place access is decided; handlers only ask the resulting
+//! [`Caller`] about a second repository (a mount's `from`) and filter the catalog.
+//!
+//! - `htpasswd` (+ berth's own [`policy`]): Basic credentials checked against bcrypt hashes;
+//!   the policy says which user may do what on which repository (without a policy every
+//!   authenticated user may do everything, as in Distribution).
+//! - Failed credentials are counted per client IP; after [`MAX_FAILURES`] within
+//!   [`FAILURE_WINDOW`] that client's credentialed requests are refused with 429
+//!   `TOOMANYREQUESTS` until the window has passed.
+//! - Unauthenticated callers get 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge;
+//!   authenticated callers without the right get 403 `DENIED`.
+
+pub mod htpasswd;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use base64::Engine as _;
+use berth_oci::ErrorCode;
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use crate::endpoint::Endpoint;
+use crate::error;
+
+pub use htpasswd::Htpasswd;
+pub use policy::{Policy, PolicyConfig, RuleConfig};
+
+/// Failed logins allowed from one client IP within [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+/// The window failures are counted in, and how long a client is then refused.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// An action on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Read manifests, blobs, tags, referrers.
+    Pull,
+    /// Upload blobs, put manifests.
+    Push,
+    /// Delete manifests, tags, blobs.
+    Delete,
+}
+
+impl Action {
+    /// The token-spec word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// Parses a token-spec word.
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "pull" => Some(Action::Pull),
+            "push" => Some(Action::Push),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// `/v2/`: any authenticated caller (so `docker login` can test credentials).
+    Login,
+    /// `/v2/_catalog`: an authenticated caller; the list is filtered to what they may pull.
+    Catalog,
+    /// These actions on this repository.
+    Repository {
+        /// The raw repository name from the path.
+        name: &'a str,
+        /// Every action needed.
+        actions: &'static [Action],
+    },
+}
+
+/// The access a request to `endpoint` with `method` needs. Every endpoint and method has an
+/// answer, including methods the handler will refuse with 405: nothing is open by omission.
+pub fn need<'a>(endpoint: &Endpoint<'a>, method: &Method) -> Need<'a> {
+    const PULL: &[Action] = &[Action::Pull];
+    const PUSH: &[Action] = &[Action::Push];
+    const DELETE: &[Action] = &[Action::Delete];
+    let read_write_delete = |name| Need::Repository {
+        name,
+        actions: match *method {
+            Method::GET | Method::HEAD => PULL,
+            Method::DELETE => DELETE,
+            _ => PUSH,
+        },
+    };
+    match *endpoint {
+        Endpoint::Base => Need::Login,
+        Endpoint::Catalog => Need::Catalog,
+        Endpoint::Tags { name } | Endpoint::Referrers { name, .. } => Need::Repository {
+            name,
+            actions: match *method {
+                Method::GET | Method::HEAD => PULL,
+                // Not served (405), but never answered to someone without push.
+                _ => PUSH,
+            },
+        },
+        Endpoint::Manifest { name, .. } | Endpoint::Blob { name, .. } => read_write_delete(name),
+        // Every method on upload sessions, including GET (status) and DELETE (cancel).
+        Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => Need::Repository {
+            name,
+            actions: PUSH,
+        },
+    }
+}
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No credentials.
+    Anonymous,
+    /// An htpasswd user.
+    User(String),
+}
+
+impl Caller {
+    fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User(u) => Some(u),
+        }
+    }
+}
+
+/// The configured access control.
+pub struct Auth {
+    method: Method_,
+    policy: Option<Policy>,
+    failures: Mutex<HashMap<Option<IpAddr>, Failures>>,
+}
+
+enum Method_ {
+    Htpasswd { realm: String, file: Arc<Htpasswd> },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.method {
+            Method_::Htpasswd { .. } => "htpasswd",
+        };
+        f.debug_struct("Auth")
+            .field("kind", &kind)
+            .field("policy", &self.policy.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    since: Instant,
+    count: u32,
+}
+
+impl Auth {
+    /// htpasswd authentication, with an optional policy (else every user may do everything).
+    pub fn htpasswd(realm: String, file: Htpasswd, policy: Option<Policy>) -> Auth {
+        Auth {
+            method: Method_::Htpasswd {
+                realm,
+                file: Arc::new(file),
+            },
+            policy,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `caller` may do `action` on `repository`.
+    pub fn allows(&self, caller: &Caller, repository: &str, action: Action) -> bool {
+        match (&self.policy, caller) {
+            (Some(p), c) => p.allows(c.user(), repository, action),
+            (None, Caller::Anonymous) => false,
+            (None, Caller::User(_)) => true,
+        }
+    }
+
+    /// Authenticates the request and checks it may do what it `need`s: the caller, or the
+    /// refusal to send (401, 403 or 429).
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        need: &Need<'_>,
+    ) -> Result<Caller, Response> {
+        let caller = self.authenticate(headers, peer, need).await?;
+        let allowed = match need {
+            Need::Login | Need::Catalog => !matches!(caller, Caller::Anonymous),
+            Need::Repository { name, actions } => {
+                actions.iter().all(|a| self.allows(&caller, name, *a))
+            }
+        };
+        if allowed {
+            Ok(caller)
+        } else if matches!(caller, Caller::Anonymous) {
+            Err(self.challenge(need, "authentication required"))
+        } else {
+            Err(denied(need))
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        need: &Need<'_>,
+    ) -> Result<Caller, Response> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        if self.blocked(peer) {
+            return Err(too_many());
+        }
+        match &self.method {
+            Method_::Htpasswd { file, .. } => {
+                let Some((user, password)) = basic_credentials(value) else {
+                    self.failed(peer);
+                    return Err(self.challenge(need, "invalid authorization header"));
+                };
+                let file = file.clone();
+                let (u, p) = (user.clone(), password);
+                let ok = tokio::task::spawn_blocking(move || file.verify(&u, &p))
+                    .await
+                    .unwrap_or(false);
+                if ok {
+                    Ok(Caller::User(user))
+                } else {
+                    self.failed(peer);
+                    tracing::info!(user = %user, peer = ?peer, "authentication failed");
+                    Err(self.challenge(need, "invalid username or password"))
+                }
+            }
+        }
+    }
+
+    fn blocked(&self, peer: Option<IpAddr>) -> bool {
+        let Ok(map) = self.failures.lock() else {
+            return false;
+        };
+        map.get(&peer)
+            .is_some_and(|f| f.count >= MAX_FAILURES && f.since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, peer: Option<IpAddr>) {
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        if map.len() > 100_000 {
+            map.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+        }
+        let f = map.entry(peer).or_insert(Failures {
+            since: Instant::now(),
+            count: 0,
+        });
+        if f.since.elapsed() >= FAILURE_WINDOW {
+            *f = Failures {
+                since: Instant::now(),
+                count: 0,
+            };
+        }
+        f.count += 1;
+        if f.count == MAX_FAILURES {
+            tracing::warn!(peer = ?peer, "too many failed logins; refusing this client for a while");
+            // The refusal lasts a full window from the last failure.
+            f.since = Instant::now();
+        }
+    }
+
+    /// A 401 with the challenge for this auth method.
+    fn challenge(&self, need: &Need<'_>, message: &str) -> Response {
+        let mut r = error::body(ErrorCode::Unauthorized, message, Some(detail(need)));
+        let value = match &self.method {
+            Method_::Htpasswd { realm, .. } => format!("Basic realm={}", quote(realm)),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+}
+
+fn denied(need: &Need<'_>) -> Response {
+    error::body(
+        ErrorCode::Denied,
+        ErrorCode::Denied.message(),
+        Some(detail(need)),
+    )
+}
+
+fn too_many() -> Response {
+    let mut r = error::body(
+        ErrorCode::TooManyRequests,
+        "too many failed authentication attempts; try again later",
+        None,
+    );
+    if let Ok(v) = HeaderValue::from_str(&FAILURE_WINDOW.as_secs().to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Distribution's error detail: the access that was required.
+fn detail(need: &Need<'_>) -> serde_json::Value {
+    match need {
+        Need::Login => serde_json::json!(null),
+        Need::Catalog => serde_json::json!([{"Type": "registry", "Name": "catalog", "Action": "*"}]),
+        Need::Repository { name, actions } => serde_json::Value::Array(
+            actions
+                .iter()
+                .map(|a| serde_json::json!({"Type": "repository", "Name": name, "Action": a.as_str()}))
+                .collect(),
+        ),
+    }
+}
+
+/// A quoted-string for a challenge parameter.
+fn quote(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+/// `Basic base64(user:password)`.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let value = value.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_and_method_needs_something() {
+        let eps = [
+            Endpoint::Tags { name: "a" },
+            Endpoint::Manifest {
+                name: "a",
+                reference: "t",
+            },
+            Endpoint::Blob {
+                name: "a",
+                digest: "d",
+            },
+            Endpoint::UploadStart { name: "a" },
+            Endpoint::Upload { name: "a", id: "u" },
+            Endpoint::Referrers {
+                name: "a",
+                digest: "d",
+            },
+        ];
+        for ep in &eps {
+            for m in [
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ] {
+                match need(ep, &m) {
+                    Need::Repository { name, actions } => {
+                        assert_eq!(name, "a");
+                        assert!(!actions.is_empty());
+                    }
+                    other => panic!("{ep:?} {m}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(need(&Endpoint::Base, &Method::GET), Need::Login);
+        assert_eq!(need(&Endpoint::Catalog, &Method::GET), Need::Catalog);
+    }
+
+    #[test]
+    fn basic_header() {
+        let v = HeaderValue::from_static("Basic YWxpY2U6czpl");
+        assert_eq!(basic_credentials(&v), Some(("alice".into(), "s:e".into())));
+        assert_eq!(
+            basic_credentials(&HeaderValue::from_static("Bearer x")),
+            None
+        );
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+    }
+}
