@@ -92,6 +92,9 @@ struct RunArgs {
     /// Samples behind each listing latency (median reported).
     #[arg(long, default_value_t = 11)]
     samples: usize,
+    /// Pulls of the large blob behind each pull rate (median reported).
+    #[arg(long, default_value_t = 3)]
+    pull_runs: usize,
     /// Seconds to wait before reading idle RSS [5; quick 2].
     #[arg(long)]
     idle_wait_secs: Option<f64>,
@@ -146,6 +149,7 @@ impl RunArgs {
             manifest_repos: self.manifest_repos.max(1),
             push_concurrency: self.push_concurrency.max(1),
             samples: self.samples.max(1),
+            pull_runs: self.pull_runs.max(1),
             idle_wait_secs: self.idle_wait_secs.unwrap_or(if q { 2.0 } else { 5.0 }),
         }
     }
