@@ -15,6 +15,7 @@ mod listing;
 mod manifests;
 mod referrers;
 mod serve;
+pub mod tls;
 mod uploads;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 pub use auth::Auth;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, serve_tls};
 
 /// HTTP settings from the `http` section of the configuration.
 #[derive(Debug, Clone)]

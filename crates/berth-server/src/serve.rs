@@ -18,11 +18,26 @@ use tokio::net::TcpListener;
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets connections finish their
 /// requests for up to `drain` before returning.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    serve_tls(listener, app, None, shutdown, drain).await
+}
+
+/// [`serve`], over TLS when `tls` is given (see [`crate::tls`]): the handshake runs on the
+/// connection's own task, bounded by a timeout, so a slow client never stalls the accept loop.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<crate::tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -53,12 +68,35 @@ pub async fn serve(
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = TowerToHyperService::new(app);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(tls) = &tls else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

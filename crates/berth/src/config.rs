@@ -140,8 +140,8 @@ pub struct Http {
     /// Accepted for compatibility: berth's upload state needs no shared secret.
     #[serde(deserialize_with = "lenient_string")]
     pub secret: Option<String>,
-    /// TLS is not implemented yet, so refused rather than ignored.
-    pub tls: Option<serde_yaml::Value>,
+    /// `http.tls`
+    pub tls: Option<Tls>,
     /// How long in-flight requests may run after a stop signal.
     #[serde(deserialize_with = "go_duration")]
     pub draintimeout: Duration,
@@ -163,6 +163,30 @@ impl Default for Http {
             draintimeout: Duration::from_secs(30),
             bodyidletimeout: Duration::from_secs(60),
         }
+    }
+}
+
+/// `http.tls`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    #[serde(deserialize_with = "lenient_string")]
+    pub certificate: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub key: Option<String>,
+    pub clientcas: Vec<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub minimumtls: Option<String>,
+    /// Accepted and ignored with a warning: rustls offers only suites without known weaknesses.
+    pub ciphersuites: Option<Vec<String>>,
+    /// Not implemented: refused, since ignoring it would serve plain HTTP.
+    pub letsencrypt: Option<serde_yaml::Value>,
+}
+
+impl Tls {
+    /// Whether TLS is asked for at all (Distribution serves plain HTTP for an empty section).
+    pub fn enabled(&self) -> bool {
+        self.certificate.as_deref().is_some_and(|c| !c.is_empty())
     }
 }
 
@@ -339,12 +363,28 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
             None => {}
         }
     }
-    if config.http.tls.as_ref().is_some_and(|t| !t.is_null()) {
-        return Err(ConfigError(
-            "http.tls is configured but berth does not implement TLS yet; refusing to serve \
-             plain HTTP instead"
-                .into(),
-        ));
+    if let Some(tls) = &config.http.tls {
+        if tls.letsencrypt.as_ref().is_some_and(|l| !l.is_null()) {
+            return Err(ConfigError(
+                "http.tls.letsencrypt is not supported; give http.tls.certificate and \
+                 http.tls.key (refusing to serve plain HTTP instead)"
+                    .into(),
+            ));
+        }
+        let has_key = tls.key.as_deref().is_some_and(|k| !k.is_empty());
+        if tls.enabled() != has_key {
+            return Err(ConfigError(
+                "http.tls needs both certificate and key".into(),
+            ));
+        }
+        if !tls.enabled() && !tls.clientcas.is_empty() {
+            return Err(ConfigError(
+                "http.tls.clientcas needs http.tls.certificate and http.tls.key".into(),
+            ));
+        }
+        if let Some(m) = &tls.minimumtls {
+            berth_server::tls::MinimumTls::parse(m).map_err(ConfigError)?;
+        }
     }
     let s = &config.storage;
     for (name, section) in [
@@ -574,6 +614,29 @@ mod tests {
             "a typo in the policy must not be ignored"
         );
         assert!(load_str("http:\n  tls:\n    certificate: /x\n", &[]).is_err());
+        assert!(load_str("http:\n  tls:\n    clientcas: [/ca]\n", &[]).is_err());
+        assert!(
+            load_str(
+                "http:\n  tls:\n    letsencrypt:\n      cachefile: /c\n",
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            load_str(
+                "http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: ssl3\n",
+                &[]
+            )
+            .is_err()
+        );
+        let l = load_str(
+            "http:\n  tls:\n    certificate: /c\n    key: /k\n    clientcas: [/a, /b]\n    minimumtls: tls1.3\n",
+            &[],
+        )
+        .unwrap();
+        let tls = l.config.http.tls.unwrap();
+        assert!(tls.enabled());
+        assert_eq!(tls.clientcas, vec!["/a", "/b"]);
         assert!(load_str("storage:\n  s3:\n    bucket: b\n", &[]).is_err());
     }
 

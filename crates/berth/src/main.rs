@@ -73,6 +73,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match build_tls(config.http.tls.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,7 +91,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, auth)) {
+    match runtime.block_on(run(config, auth, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -125,7 +133,11 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(config: config::Config, auth: Option<Arc<berth_server::Auth>>) -> Result<(), String> {
+async fn run(
+    config: config::Config,
+    auth: Option<Arc<berth_server::Auth>>,
+    tls: Option<berth_server::tls::TlsAcceptor>,
+) -> Result<(), String> {
     let root = config.root_directory();
     let driver = FsDriver::new(&root)
         .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
@@ -179,17 +191,46 @@ async fn run(config: config::Config, auth: Option<Arc<berth_server::Auth>>) -> R
         root = %root.display(),
         delete = config.storage.delete.enabled,
         readonly = config.storage.maintenance.readonly.enabled,
+        tls = tls.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "berth listening"
     );
-    berth_server::serve(
+    berth_server::serve_tls(
         listener,
         berth_server::app(registry, http),
+        tls,
         shutdown_signal(),
         config.http.draintimeout,
     )
     .await;
     Ok(())
+}
+
+/// The TLS acceptor `http.tls` asks for (`None`: plain HTTP).
+fn build_tls(tls: Option<&config::Tls>) -> Result<Option<berth_server::tls::TlsAcceptor>, String> {
+    use berth_server::tls::{MinimumTls, TlsOptions, acceptor};
+    let Some(tls) = tls.filter(|t| t.enabled()) else {
+        return Ok(None);
+    };
+    if tls.ciphersuites.as_ref().is_some_and(|c| !c.is_empty()) {
+        tracing::warn!(
+            "http.tls.ciphersuites is ignored: rustls offers only suites without known weaknesses"
+        );
+    }
+    let options = TlsOptions {
+        certificate: tls.certificate.clone().unwrap_or_default().into(),
+        key: tls.key.clone().unwrap_or_default().into(),
+        client_cas: tls.clientcas.iter().map(Into::into).collect(),
+        minimum: MinimumTls::parse(tls.minimumtls.as_deref().unwrap_or(""))?,
+    };
+    let acceptor = acceptor(&options)?;
+    tracing::info!(
+        certificate = %options.certificate.display(),
+        mutual = !options.client_cas.is_empty(),
+        minimum = ?options.minimum,
+        "TLS enabled"
+    );
+    Ok(Some(acceptor))
 }
 
 /// The access control the `auth` section asks for (`None`: none configured).
