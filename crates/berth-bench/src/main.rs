@@ -92,6 +92,12 @@ struct RunArgs {
     /// Samples behind each listing latency (median reported).
     #[arg(long, default_value_t = 11)]
     samples: usize,
+    /// Listing samples taken one every --spacing-secs, past short-lived caches [5; quick 2].
+    #[arg(long)]
+    spaced_samples: Option<usize>,
+    /// Pause before each spaced listing sample, seconds.
+    #[arg(long, default_value_t = 1.5)]
+    spacing_secs: f64,
     /// Pulls of the large blob behind each pull rate (median reported).
     #[arg(long, default_value_t = 3)]
     pull_runs: usize,
@@ -150,6 +156,8 @@ impl RunArgs {
             push_concurrency: self.push_concurrency.max(1),
             samples: self.samples.max(1),
             pull_runs: self.pull_runs.max(1),
+            spaced_samples: self.spaced_samples.unwrap_or(if q { 2 } else { 5 }),
+            spacing_secs: self.spacing_secs.max(0.0),
             idle_wait_secs: self.idle_wait_secs.unwrap_or(if q { 2.0 } else { 5.0 }),
         }
     }
