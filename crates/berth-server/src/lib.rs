@@ -207,7 +207,7 @@ impl Ctx<'_> {
     /// Whether the caller may see `repository` in the catalog (always, without auth).
     fn may_list(&self, repository: &str) -> bool {
         match (&self.state.http.auth, &self.caller) {
-            (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
+            (Some(auth), Some(caller)) => auth.may_list(caller, repository),
             _ => true,
         }
     }

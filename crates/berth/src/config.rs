@@ -41,11 +41,29 @@ pub struct Config {
 pub struct Auth {
     /// `auth.htpasswd`
     pub htpasswd: Option<Htpasswd>,
+    /// `auth.token`
+    pub token: Option<Token>,
     /// `auth.policy` (berth's own): who may do what on which repositories.
     pub policy: Option<berth_server::auth::PolicyConfig>,
     /// Any other kind (`silly`, `token` before it is implemented, typos): refused.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `auth.token`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Token {
+    #[serde(deserialize_with = "lenient_string")]
+    pub realm: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub service: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub issuer: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub rootcertbundle: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub jwks: Option<String>,
 }
 
 /// `auth.htpasswd`
@@ -346,9 +364,21 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
     if let Some(auth) = &config.auth {
         if let Some(kind) = auth.other.keys().next() {
             return Err(ConfigError(format!(
-                "auth.{kind} is not supported (berth implements auth.htpasswd and \
+                "auth.{kind} is not supported (berth implements auth.htpasswd, auth.token and \
                  auth.policy); refusing to serve without the access control the config asks for"
             )));
+        }
+        if auth.htpasswd.is_some() && auth.token.is_some() {
+            return Err(ConfigError(
+                "auth: configure one of htpasswd and token, not both".into(),
+            ));
+        }
+        if auth.token.is_some() && auth.policy.is_some() {
+            return Err(ConfigError(
+                "auth.policy applies to htpasswd users; with auth.token the token server \
+                 decides access"
+                    .into(),
+            ));
         }
         match &auth.htpasswd {
             Some(h) if h.path.as_deref().is_none_or(str::is_empty) => {
@@ -653,6 +683,23 @@ mod tests {
         assert_eq!(p.rules.len(), 2);
         assert!(p.rules[1].anonymous);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn auth_token_loads_and_conflicts_are_refused() {
+        let yaml = "auth:\n  token:\n    realm: https://auth.example.com/token\n    service: registry.example.com\n    issuer: auth.example.com\n    rootcertbundle: /certs/bundle.pem\n";
+        let l = load_str(yaml, &[]).unwrap();
+        let t = l.config.auth.unwrap().token.unwrap();
+        assert_eq!(t.service.as_deref(), Some("registry.example.com"));
+        assert_eq!(t.rootcertbundle.as_deref(), Some("/certs/bundle.pem"));
+        assert!(
+            load_str(
+                &format!("{yaml}  htpasswd:\n    realm: r\n    path: /p\n"),
+                &[]
+            )
+            .is_err()
+        );
+        assert!(load_str(&format!("{yaml}  policy:\n    admins: [a]\n"), &[]).is_err());
     }
 
     #[test]

@@ -235,8 +235,29 @@ fn build_tls(tls: Option<&config::Tls>) -> Result<Option<berth_server::tls::TlsA
 
 /// The access control the `auth` section asks for (`None`: none configured).
 fn build_auth(auth: Option<&config::Auth>) -> Result<Option<Arc<berth_server::Auth>>, String> {
-    use berth_server::auth::{Auth, Htpasswd, Policy};
+    use berth_server::auth::{Auth, Htpasswd, Policy, TokenOptions, TokenVerifier};
     let Some(auth) = auth else { return Ok(None) };
+    if let Some(t) = &auth.token {
+        let options = TokenOptions {
+            realm: t.realm.clone().unwrap_or_default(),
+            service: t.service.clone().unwrap_or_default(),
+            issuer: t.issuer.clone().unwrap_or_default(),
+            root_cert_bundle: t
+                .rootcertbundle
+                .clone()
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
+            jwks: t.jwks.clone().filter(|p| !p.is_empty()).map(Into::into),
+        };
+        let verifier = TokenVerifier::new(&options)?;
+        tracing::info!(
+            realm = options.realm,
+            service = options.service,
+            issuer = options.issuer,
+            "token authentication enabled"
+        );
+        return Ok(Some(Arc::new(Auth::token(verifier))));
+    }
     let policy = auth.policy.as_ref().map(Policy::new).transpose()?;
     let Some(h) = &auth.htpasswd else {
         return Ok(None);

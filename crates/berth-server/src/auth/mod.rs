@@ -8,7 +8,11 @@
 //! - `htpasswd` (+ berth's own [`policy`]): Basic credentials checked against bcrypt hashes;
 //!   the policy says which user may do what on which repository (without a policy every
 //!   authenticated user may do everything, as in Distribution).
-//! - Failed credentials are counted per client IP; after [`MAX_FAILURES`] within
+//! - `token` ([`token`]): bearer JWTs from an external token server; their `access` claim
+//!   says what the request may do. As in Distribution, writes need `pull` and `push`, and a
+//!   token without the access a request needs gets a 401 `insufficient_scope` challenge
+//!   naming the scope, so clients fetch a better token.
+//! - Failed passwords are counted per client IP; after [`MAX_FAILURES`] within
 //!   [`FAILURE_WINDOW`] that client's credentialed requests are refused with 429
 //!   `TOOMANYREQUESTS` until the window has passed.
 //! - Unauthenticated callers get 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge;
@@ -16,6 +20,7 @@
 
 pub mod htpasswd;
 pub mod policy;
+pub mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +37,7 @@ use crate::error;
 
 pub use htpasswd::Htpasswd;
 pub use policy::{Policy, PolicyConfig, RuleConfig};
+pub use token::{Grant, TokenOptions, TokenVerifier};
 
 /// Failed logins allowed from one client IP within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
@@ -127,12 +133,14 @@ pub enum Caller {
     Anonymous,
     /// An htpasswd user.
     User(String),
+    /// A verified bearer token.
+    Token(Grant),
 }
 
 impl Caller {
     fn user(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous => None,
+            Caller::Anonymous | Caller::Token(_) => None,
             Caller::User(u) => Some(u),
         }
     }
@@ -147,12 +155,14 @@ pub struct Auth {
 
 enum Method_ {
     Htpasswd { realm: String, file: Arc<Htpasswd> },
+    Token(TokenVerifier),
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.method {
             Method_::Htpasswd { .. } => "htpasswd",
+            Method_::Token(_) => "token",
         };
         f.debug_struct("Auth")
             .field("kind", &kind)
@@ -180,13 +190,42 @@ impl Auth {
         }
     }
 
+    /// Token authentication: bearer JWTs verified by `verifier`.
+    pub fn token(verifier: TokenVerifier) -> Auth {
+        Auth {
+            method: Method_::Token(verifier),
+            policy: None,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Whether `caller` may do `action` on `repository`.
     pub fn allows(&self, caller: &Caller, repository: &str, action: Action) -> bool {
         match (&self.policy, caller) {
+            (_, Caller::Token(grant)) => grant.allows(repository, action),
             (Some(p), c) => p.allows(c.user(), repository, action),
             (None, Caller::Anonymous) => false,
             (None, Caller::User(_)) => true,
         }
+    }
+
+    /// Whether `caller`, allowed to list the catalog, sees `repository` in it: a token with
+    /// `registry:catalog:*` sees everything (as in Distribution), a user what they may pull.
+    pub fn may_list(&self, caller: &Caller, repository: &str) -> bool {
+        match caller {
+            Caller::Token(_) => true,
+            c => self.allows(c, repository, Action::Pull),
+        }
+    }
+
+    /// The actions a token must grant for `actions`: as in Distribution, a write needs pull
+    /// too.
+    fn token_actions(actions: &[Action]) -> Vec<Action> {
+        let mut all = actions.to_vec();
+        if all.contains(&Action::Push) && !all.contains(&Action::Pull) {
+            all.insert(0, Action::Pull);
+        }
+        all
     }
 
     /// Authenticates the request and checks it may do what it `need`s: the caller, or the
@@ -198,18 +237,31 @@ impl Auth {
         need: &Need<'_>,
     ) -> Result<Caller, Response> {
         let caller = self.authenticate(headers, peer, need).await?;
-        let allowed = match need {
-            Need::Login | Need::Catalog => !matches!(caller, Caller::Anonymous),
-            Need::Repository { name, actions } => {
-                actions.iter().all(|a| self.allows(&caller, name, *a))
+        let allowed = match (need, &caller) {
+            (Need::Login, c) => !matches!(c, Caller::Anonymous),
+            (Need::Catalog, Caller::Token(grant)) => grant.allows_catalog(),
+            (Need::Catalog, c) => !matches!(c, Caller::Anonymous),
+            (Need::Repository { name, actions }, Caller::Token(grant)) => {
+                Self::token_actions(actions)
+                    .iter()
+                    .all(|a| grant.allows(name, *a))
+            }
+            (Need::Repository { name, actions }, c) => {
+                actions.iter().all(|a| self.allows(c, name, *a))
             }
         };
-        if allowed {
-            Ok(caller)
-        } else if matches!(caller, Caller::Anonymous) {
-            Err(self.challenge(need, "authentication required"))
-        } else {
-            Err(denied(need))
+        match caller {
+            _ if allowed => Ok(caller),
+            Caller::Anonymous => Err(self.challenge(need, "authentication required", None)),
+            Caller::Token(grant) => {
+                tracing::debug!(subject = %grant.subject, "token lacks the scope");
+                Err(self.challenge(
+                    need,
+                    "the token does not grant this access",
+                    Some("insufficient_scope"),
+                ))
+            }
+            Caller::User(_) => Err(denied(need)),
         }
     }
 
@@ -222,14 +274,14 @@ impl Auth {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
-        if self.blocked(peer) {
-            return Err(too_many());
-        }
         match &self.method {
             Method_::Htpasswd { file, .. } => {
+                if self.blocked(peer) {
+                    return Err(too_many());
+                }
                 let Some((user, password)) = basic_credentials(value) else {
                     self.failed(peer);
-                    return Err(self.challenge(need, "invalid authorization header"));
+                    return Err(self.challenge(need, "invalid authorization header", None));
                 };
                 let file = file.clone();
                 let (u, p) = (user.clone(), password);
@@ -241,7 +293,28 @@ impl Auth {
                 } else {
                     self.failed(peer);
                     tracing::info!(user = %user, peer = ?peer, "authentication failed");
-                    Err(self.challenge(need, "invalid username or password"))
+                    Err(self.challenge(need, "invalid username or password", None))
+                }
+            }
+            Method_::Token(verifier) => {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim());
+                let result = match token {
+                    Some(t) => verifier.verify(t),
+                    None => Err("expected a Bearer token".to_owned()),
+                };
+                match result {
+                    Ok(grant) => Ok(Caller::Token(grant)),
+                    // Not counted as a failed login: a signed token cannot be guessed, and
+                    // expired tokens are routine for clients behind one address.
+                    Err(e) => {
+                        tracing::info!(peer = ?peer, error = %e, "token refused");
+                        Err(self.challenge(need, "invalid token", Some("invalid_token")))
+                    }
                 }
             }
         }
@@ -280,11 +353,36 @@ impl Auth {
         }
     }
 
-    /// A 401 with the challenge for this auth method.
-    fn challenge(&self, need: &Need<'_>, message: &str) -> Response {
+    /// A 401 with the challenge for this auth method (and, for tokens, the scope needed).
+    fn challenge(&self, need: &Need<'_>, message: &str, token_error: Option<&str>) -> Response {
         let mut r = error::body(ErrorCode::Unauthorized, message, Some(detail(need)));
         let value = match &self.method {
             Method_::Htpasswd { realm, .. } => format!("Basic realm={}", quote(realm)),
+            Method_::Token(v) => {
+                let mut value = format!(
+                    "Bearer realm={},service={}",
+                    quote(&v.realm),
+                    quote(&v.service)
+                );
+                let scope = match need {
+                    Need::Login => None,
+                    Need::Catalog => Some("registry:catalog:*".to_owned()),
+                    Need::Repository { name, actions } => {
+                        let words: Vec<&str> = Self::token_actions(actions)
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect();
+                        Some(format!("repository:{name}:{}", words.join(",")))
+                    }
+                };
+                if let Some(scope) = scope {
+                    value.push_str(&format!(",scope={}", quote(&scope)));
+                }
+                if let Some(e) = token_error {
+                    value.push_str(&format!(",error={}", quote(e)));
+                }
+                value
+            }
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
