@@ -5,11 +5,13 @@
 //! - **content** by digest: manifest bytes and media type. Content-addressed and verified when
 //!   inserted, so an entry can never be wrong, only evicted (bounded by bytes).
 //! - **links** by storage path: tag `current` links and revision links, which change. This
-//!   process's own writes update or drop the entry at once; changes by another process (a
+//!   process's own writes drop the entry at once (and keep reads racing them from caching
+//!   what they saw before the write); changes by another process (a
 //!   second replica, or Distribution on the same directory) are seen within [`LINK_TTL`].
 //! - **catalog**: the sorted repository list, with the same bound; this process's writes that
 //!   may add a repository drop it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,8 +44,12 @@ impl quick_cache::Weighter<Digest, CachedManifest> for ByteWeight {
 pub(crate) struct Caches {
     content: quick_cache::sync::Cache<Digest, CachedManifest, ByteWeight>,
     links: quick_cache::sync::Cache<StoragePath, (Option<Digest>, Instant)>,
+    /// Bumped by every write of a link hashing to the stripe.
+    link_generations: Vec<AtomicU64>,
     catalog: Mutex<CatalogEntry>,
 }
+
+const LINK_GENERATION_STRIPES: usize = 256;
 
 /// The sorted repository list, and a generation bumped by every write that may add a
 /// repository, so a listing that raced such a write is not cached.
@@ -58,6 +64,9 @@ impl Default for Caches {
         Caches {
             content: quick_cache::sync::Cache::with_weighter(10_000, CONTENT_BYTES, ByteWeight),
             links: quick_cache::sync::Cache::new(LINK_ENTRIES),
+            link_generations: (0..LINK_GENERATION_STRIPES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             catalog: Mutex::default(),
         }
     }
@@ -80,12 +89,36 @@ impl Caches {
         }
     }
 
-    pub fn insert_link(&self, path: StoragePath, digest: Option<Digest>) {
-        self.links.insert(path, (digest, Instant::now()));
+    /// Call before reading a link from storage; hand the result to [`Caches::insert_link`].
+    pub fn link_read_begins(&self, path: &StoragePath) -> u64 {
+        self.link_generation(path).load(Ordering::Acquire)
     }
 
-    pub fn forget_link(&self, path: &StoragePath) {
+    /// Caches what a read found, unless a write to the link may have happened since the read
+    /// began: then the value may already be old, and is dropped. (Checked after inserting, so
+    /// a write landing between the check and the insert still removes it: writers bump the
+    /// generation before they remove.)
+    pub fn insert_link(&self, path: StoragePath, digest: Option<Digest>, read_began: u64) {
+        let generation = self.link_generation(&path);
+        self.links.insert(path.clone(), (digest, Instant::now()));
+        if generation.load(Ordering::Acquire) != read_began {
+            self.links.remove(&path);
+        }
+    }
+
+    /// Call after this process wrote or deleted a link. The entry is dropped rather than
+    /// replaced, because concurrent writers of one link may finish their writes in one order
+    /// and reach this point in the other; the next read goes to storage.
+    pub fn link_written(&self, path: &StoragePath) {
+        self.link_generation(path).fetch_add(1, Ordering::AcqRel);
         self.links.remove(path);
+    }
+
+    fn link_generation(&self, path: &StoragePath) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.hash(&mut h);
+        &self.link_generations[(h.finish() as usize) % LINK_GENERATION_STRIPES]
     }
 
     fn catalog_entry(&self) -> std::sync::MutexGuard<'_, CatalogEntry> {

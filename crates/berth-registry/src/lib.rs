@@ -130,8 +130,11 @@ impl Registry {
         if let Some(hit) = self.inner.caches.link(path) {
             return Ok(hit);
         }
+        let began = self.inner.caches.link_read_begins(path);
         let digest = read_link(self.driver(), path).await?;
-        self.inner.caches.insert_link(path.clone(), digest.clone());
+        self.inner
+            .caches
+            .insert_link(path.clone(), digest.clone(), began);
         Ok(digest)
     }
 
@@ -142,13 +145,7 @@ impl Registry {
         digest: &berth_oci::Digest,
     ) -> Result<()> {
         let written = write_link(self.driver(), path, digest).await;
-        match &written {
-            Ok(()) => self
-                .inner
-                .caches
-                .insert_link(path.clone(), Some(digest.clone())),
-            Err(_) => self.inner.caches.forget_link(path),
-        }
+        self.inner.caches.link_written(path);
         written
     }
 

@@ -255,7 +255,7 @@ impl Registry {
                 self.driver().delete(&layout::tag_dir(repo, tag)).await?;
                 self.inner
                     .caches
-                    .forget_link(&layout::tag_current_link(repo, tag));
+                    .link_written(&layout::tag_current_link(repo, tag));
                 self.forget_tag(repo, tag, &digest).await
             }
             Reference::Digest(digest) => {
@@ -270,7 +270,7 @@ impl Registry {
                     ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
                     self.inner
                         .caches
-                        .forget_link(&layout::tag_current_link(repo, &tag));
+                        .link_written(&layout::tag_current_link(repo, &tag));
                 }
                 ignore_not_found(
                     self.driver()
@@ -293,7 +293,7 @@ impl Registry {
                 );
                 self.inner
                     .caches
-                    .forget_link(&layout::revision_link(repo, digest));
+                    .link_written(&layout::revision_link(repo, digest));
                 deleted
             }
         }
