@@ -15,6 +15,8 @@ PACKAGES=(
     curl jq wrk hyperfine
     # used by the e2e helpers: ss (free ports), sha256sum/tar/gzip
     iproute2 coreutils tar gzip
+    # auth_tls.sh: a CA and certificates (openssl), bcrypt htpasswd files (htpasswd -B)
+    openssl apache2-utils
     # uid maps and a fuse overlay for podman/containers tooling
     uidmap fuse-overlayfs
     # mounts the cgroup v1 hierarchies on init-less machines (dockerd)

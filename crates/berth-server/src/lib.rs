@@ -173,6 +173,8 @@ async fn handle(
     let ctx = Ctx {
         state,
         headers: request.headers().clone(),
+        tls: request.extensions().get::<ServedOverTls>().is_some(),
+        authority: request.uri().authority().map(|a| a.to_string()),
         query,
         caller,
     };
@@ -201,7 +203,15 @@ pub(crate) struct Ctx<'a> {
     query: String,
     /// The authenticated caller, when auth is configured.
     caller: Option<auth::Caller>,
+    /// The connection is TLS: URLs default to `https`.
+    tls: bool,
+    /// The request URI's authority (HTTP/2 sends `:authority`, not `Host`).
+    authority: Option<String>,
 }
+
+/// Marks requests that arrived over TLS (set by the accept loop).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedOverTls;
 
 impl Ctx<'_> {
     /// Whether the caller may see `repository` in the catalog (always, without auth).
@@ -256,8 +266,12 @@ impl Ctx<'_> {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let scheme = first("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
-        match first("x-forwarded-host").or_else(|| first("host")) {
+        let scheme = first("x-forwarded-proto")
+            .unwrap_or_else(|| if self.tls { "https" } else { "http" }.to_owned());
+        match first("x-forwarded-host")
+            .or_else(|| first("host"))
+            .or_else(|| self.authority.clone())
+        {
             Some(host) => format!("{scheme}://{host}{path}"),
             None => path.to_owned(),
         }

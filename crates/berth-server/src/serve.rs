@@ -64,9 +64,13 @@ pub async fn serve_tls(
         };
         let _ = stream.set_nodelay(true);
         // The client's address, for per-client limits (auth failures).
-        let app = app
+        let mut app = app
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        if tls.is_some() {
+            // Location URLs default to https on this connection.
+            app = app.layer(axum::Extension(crate::ServedOverTls));
+        }
         let service = TowerToHyperService::new(app);
         let Some(tls) = &tls else {
             let connection = builder

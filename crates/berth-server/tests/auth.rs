@@ -476,6 +476,18 @@ async fn anonymous_rules_allow_exactly_what_they_say() {
     ] {
         let (status, _, body) = send_as(&s, "anonymous", method.clone(), &target, None, None).await;
         assert_eq!(status, want, "{method} {target}: {body}");
+        // Empty Basic credentials (what skopeo --no-creds sends) are anonymous too.
+        let r = plain_client()
+            .request(method.clone(), s.url(&target))
+            .basic_auth("", Some(""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            want,
+            "{method} {target} with empty Basic"
+        );
     }
 }
 

@@ -115,8 +115,15 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
         }
     };
     // RUST_LOG refines per module when set; log.level is the default.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // rustls logs every handshake at debug: keep it at info unless RUST_LOG says.
+        let filter = if matches!(level, "debug" | "trace") {
+            format!("{level},rustls=info")
+        } else {
+            level.to_owned()
+        };
+        tracing_subscriber::EnvFilter::new(filter)
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
