@@ -122,6 +122,7 @@ impl Default for ClientOptions<'_> {
 
 struct Answer {
     status: u16,
+    location: Option<String>,
     version: http::Version,
     body: Bytes,
     peer_certificate: CertificateDer<'static>,
@@ -189,6 +190,11 @@ async fn request(
     }
     .map_err(|e| format!("request: {e}"))?;
     let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let version = response.version();
     let body = response
         .into_body()
@@ -198,6 +204,7 @@ async fn request(
         .to_bytes();
     Ok(Answer {
         status,
+        location,
         version,
         body,
         peer_certificate,
@@ -248,6 +255,17 @@ async fn http1_and_http2_over_tls_with_a_test_ca() {
     .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.body, data);
+
+    // Upload URLs are https on a TLS connection, over both protocols.
+    for opts in [&ClientOptions::default(), &h2] {
+        let a = request(s.port, &ca, opts, "POST", "/v2/t/blobs/uploads/", b"")
+            .await
+            .unwrap();
+        assert_eq!(a.status, 202);
+        let location = a.location.unwrap();
+        let want = format!("https://localhost:{}/v2/t/blobs/uploads/", s.port);
+        assert!(location.starts_with(&want), "{location}");
+    }
 
     // TLS 1.2 is accepted by default.
     let tls12 = ClientOptions {
