@@ -15,8 +15,9 @@ PACKAGES=(
     curl jq wrk hyperfine
     # used by the e2e helpers: ss (free ports), sha256sum/tar/gzip
     iproute2 coreutils tar gzip
-    # auth_tls.sh: a CA and certificates (openssl), bcrypt htpasswd files (htpasswd -B)
-    openssl apache2-utils
+    # auth_tls.sh: a CA and certificates (openssl), bcrypt htpasswd files (htpasswd -B),
+    # the test token server (python3, standard library only)
+    openssl apache2-utils python3
     # uid maps and a fuse overlay for podman/containers tooling
     uidmap fuse-overlayfs
     # mounts the cgroup v1 hierarchies on init-less machines (dockerd)

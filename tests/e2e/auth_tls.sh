@@ -15,7 +15,10 @@
 #   - mutual TLS (http.tls.clientcas): no client certificate and one from
 #     another CA are refused at the handshake; skopeo, podman and docker
 #     present client.cert/client.key from their cert dirs;
-#   - certificate rotation: new files on disk are served without a restart.
+#   - certificate rotation: new files on disk are served without a restart;
+#   - token auth (auth.token) with a test token server (token_server.py):
+#     the Bearer challenge, skopeo, podman and docker fetching tokens, a
+#     pull-only token refused a push.
 #
 # usage: tests/e2e/auth_tls.sh [berth|distribution]   (default: berth)
 
@@ -34,6 +37,10 @@ CERTS_D_MADE=()
 # shellcheck disable=SC2317 # run by the EXIT trap
 _auth_tls_cleanup() {
     local rc=$? d
+    # No ERR trap or errexit here: `(exit "$rc")` below would end the script before
+    # lib.sh's cleanup stops the registries, dockerd and the token server.
+    trap - ERR
+    set +e
     for d in "${CERTS_D_MADE[@]}"; do rm -rf "$d"; done
     rmdir /etc/docker/certs.d 2>/dev/null
     (exit "$rc")
@@ -117,7 +124,11 @@ start_secure_registry() {
         if [[ -n $clientca ]]; then
             printf '    clientcas:\n      - %s\n' "$clientca"
         fi
-        printf 'auth:\n  htpasswd:\n    realm: berth-e2e\n    path: %s%s\n' "$HT" "$POLICY"
+        if [[ -n ${AUTH_YAML:-} ]]; then
+            printf '%s\n' "$AUTH_YAML"
+        else
+            printf 'auth:\n  htpasswd:\n    realm: berth-e2e\n    path: %s%s\n' "$HT" "$POLICY"
+        fi
     } >"$conf"
     mkdir -p "$E2E_TMP/data"
     case $E2E_KIND in
@@ -281,6 +292,7 @@ if ((DOCKER_OK)); then
     dk rmi "$R/team/docker:1" authtest >/dev/null
     dk pull "$R/team/docker:1" >/dev/null
     assert_eq "$DID" "$(dockercli image inspect --format '{{.Id}}' "$R/team/docker:1")" "docker pull back: same image ID"
+    DOCKER_IMG=$R/team/docker:1
     if [[ $E2E_KIND == berth ]]; then
         dk logout "$R" >/dev/null
         echo bob-pw | dk login -u bob --password-stdin "$R" >/dev/null
@@ -339,6 +351,65 @@ if ((DOCKER_OK)); then
     echo alice-pw | dk login -u alice --password-stdin "$R" >/dev/null
     dk pull "$R/team/docker:1" >/dev/null
     pass "mTLS: docker login and pull with client.cert from certs.d"
+fi
+
+stop_registry "$REG_PORT"
+
+# ----------------------------------------------------------- token auth --
+# A token server (token_server.py: RS256 JWTs signed with openssl) and the
+# registry trusting its certificate; the clients do the Bearer dance.
+require_tool python3
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=berth e2e token signer" \
+    -keyout "$PKI/token.key" -out "$PKI/token.crt" 2>/dev/null
+TPORT=$(free_port)
+python3 "$E2E_DIR/token_server.py" "$TPORT" "$PKI/token.key" "$PKI/token.crt" e2e-issuer e2e-registry \
+    '{"alice": {"password": "alice-pw", "actions": ["*"]}, "bob": {"password": "bob-pw", "actions": ["pull"]}}' \
+    >"$E2E_TMP/token-server.log" 2>&1 </dev/null &
+E2E_BG_PIDS+=($!)
+for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$TPORT/token?service=e2e-registry" 2>/dev/null && break
+    sleep 0.1
+done
+TREALM=http://$HOST_IP:$TPORT/token
+AUTH_YAML="auth:
+  token:
+    realm: $TREALM
+    service: e2e-registry
+    issuer: e2e-issuer
+    rootcertbundle: $PKI/token.crt"
+start_secure_registry "$(free_port)"
+R=$REG_ADDR
+U=https://$R
+curl -s -D "$E2E_TMP/h" -o /dev/null --cacert "$PKI/ca.crt" "$U/v2/team/app/tags/list" || true
+assert_eq 401 "$(status "$E2E_TMP/h")" "token: anonymous tags/list is 401"
+assert_eq "Bearer realm=\"$TREALM\",service=\"e2e-registry\",scope=\"repository:team/app:pull\"" \
+    "$(header "$E2E_TMP/h" WWW-Authenticate)" "token: the challenge names realm, service and scope"
+TOKEN=$(curl -fsS -u alice:alice-pw "$TREALM?service=e2e-registry&scope=registry:catalog:*" | jq -r .token)
+assert_eq 200 "$(code -H "Authorization: Bearer $TOKEN" "$U/v2/_catalog")" "token: a catalog token lists the catalog"
+assert_eq 401 "$(code -H "Authorization: Bearer $TOKEN" "$U/v2/team/app/tags/list")" "token: the catalog token does not read tags"
+skopeo_run inspect --cert-dir "$E2E_TMP/certs" --creds bob:bob-pw --raw "docker://$R/team/app:1" >/dev/null
+pass "token: skopeo --creds gets a token and reads a manifest"
+clear_blob_info_cache
+if skopeo --insecure-policy copy "${SK_TLS[@]}" --dest-creds bob:bob-pw "oci:$L:latest" "docker://$R/team/tok:bob" >"$E2E_TMP/tdeny.out" 2>&1; then
+    fail "token: bob's pull-only token could push"
+fi
+pass "token: a pull-only token cannot push"
+clear_blob_info_cache
+skopeo_run copy "${SK_TLS[@]}" --dest-creds alice:alice-pw "oci:$L:latest" "docker://$R/team/tok:1"
+pass "token: skopeo pushes with a pull,push token"
+echo alice-pw | pm login --authfile "$E2E_TMP/tok-auth.json" --cert-dir "$E2E_TMP/certs" -u alice --password-stdin "$R" >/dev/null
+pm push -q --authfile "$E2E_TMP/tok-auth.json" --cert-dir "$E2E_TMP/certs" "$GOT" "docker://$R/team/tok:podman"
+pm rmi -af >/dev/null
+assert_eq "$GOT" "$(pm pull -q --authfile "$E2E_TMP/tok-auth.json" --cert-dir "$E2E_TMP/certs" "$R/team/tok:podman")" \
+    "token: podman login, push and pull back"
+if ((DOCKER_OK)); then
+    trust_in_docker "$R" "$E2E_TMP/certs"
+    echo alice-pw | dk login -u alice --password-stdin "$R" >/dev/null
+    dk tag "$DOCKER_IMG" "$R/team/tok:docker"
+    dk push "$R/team/tok:docker" >/dev/null
+    dk rmi "$R/team/tok:docker" >/dev/null
+    dk pull "$R/team/tok:docker" >/dev/null
+    pass "token: docker login, push and pull through the token server"
 fi
 
 e2e_finish
