@@ -105,6 +105,16 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
                 .unwrap_or_else(IntoResponse::into_response),
             Err(refusal) => refusal,
         },
+        // berth's own token server (auth.tokenserver), outside /v2 as token servers are.
+        None if path == "/token" => match &state.http.auth {
+            Some(auth) => {
+                let query = request.uri().query().unwrap_or("");
+                auth.token_endpoint(request.headers(), peer(&request), query)
+                    .await
+                    .unwrap_or_else(error::not_found)
+            }
+            None => error::not_found(),
+        },
         None if path == "/" => StatusCode::OK.into_response(),
         None => error::not_found(),
     };

@@ -581,3 +581,154 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
     assert_eq!(r.status(), 200);
     task.abort();
 }
+
+/// berth's own token server (`auth.tokenserver`): tokens carry exactly what the policy gives
+/// the caller, for the scopes asked for.
+#[tokio::test]
+async fn the_own_token_server_issues_what_the_policy_allows() {
+    use berth_server::auth::{TokenIssuer, TokenServerOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["berth-token".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("token.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("token.key"), key.serialize_pem()).unwrap();
+    let issuer = TokenIssuer::new(&TokenServerOptions {
+        realm: "https://registry.test/token".into(),
+        certificate: dir.path().join("token.crt"),
+        key: dir.path().join("token.key"),
+        expiry: std::time::Duration::from_secs(300),
+    })
+    .unwrap();
+    let path = htpasswd_file(dir.path(), &["nobody", "puller", "pusher", "admin"]);
+    let auth = Auth::htpasswd(REALM.into(), Htpasswd::open(path).unwrap(), Some(policy()))
+        .with_token_server(issuer);
+    let mut s = TestServer::start_with(
+        Options::default(),
+        HttpOptions {
+            auth: Some(Arc::new(auth)),
+            ..HttpOptions::default()
+        },
+    )
+    .await;
+    s.client = client_as("admin"); // Basic keeps working next to tokens
+    s.push_image("team/app", "latest", 1).await;
+    s.push_blob("public/x", b"p").await;
+    s.push_blob("a/secret", b"s").await;
+
+    let (status, headers, _) = send_as(
+        &s,
+        "anonymous",
+        Method::GET,
+        "/v2/team/app/tags/list",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"https://registry.test/token\",service=\"berth\",scope=\"repository:team/app:pull\""
+    );
+
+    let token_for = |role: &'static str, scope: &'static str| {
+        let s = &s;
+        async move {
+            let (status, _, body) = send_as(
+                s,
+                role,
+                Method::GET,
+                &format!("/token?service=berth&scope={scope}"),
+                None,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{role} {scope}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let token = v["token"].as_str().unwrap().to_owned();
+            use base64::Engine as _;
+            let payload = token.split('.').nth(1).unwrap();
+            let claims: serde_json::Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            (token, claims)
+        }
+    };
+    let with_token = |token: String, method: Method, target: &'static str| {
+        let s = &s;
+        async move {
+            plain_client()
+                .request(method, s.url(target))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // puller asks for pull and push on team/app and gets pull only.
+    let (t, claims) = token_for("puller", "repository:team/app:pull,push").await;
+    assert_eq!(
+        claims["access"],
+        json!([{"type": "repository", "name": "team/app", "actions": ["pull"]}])
+    );
+    assert_eq!(claims["sub"], "puller");
+    let r = with_token(t.clone(), Method::GET, "/v2/team/app/tags/list").await;
+    assert_eq!(r.status(), 200);
+    let r = with_token(t, Method::POST, "/v2/team/app/blobs/uploads/").await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    // pusher gets both and can start an upload.
+    let (t, _) = token_for("pusher", "repository:team/app:pull,push").await;
+    let r = with_token(t, Method::POST, "/v2/team/app/blobs/uploads/").await;
+    assert_eq!(r.status(), 202);
+    // nobody gets nothing on team/app.
+    let (t, claims) = token_for("nobody", "repository:team/app:pull").await;
+    assert_eq!(claims["access"], json!([]));
+    let r = with_token(t, Method::GET, "/v2/team/app/tags/list").await;
+    assert_eq!(r.status(), 401);
+    // Anonymous tokens carry what the anonymous rules give.
+    let (t, claims) = token_for("anonymous", "repository:public/x:pull").await;
+    assert_eq!(claims["sub"], "");
+    let r = with_token(t, Method::GET, "/v2/public/x/tags/list").await;
+    assert_eq!(r.status(), 200);
+    // A catalog token still lists only what its user may pull.
+    let (t, _) = token_for("puller", "registry:catalog:*").await;
+    let r = with_token(t, Method::GET, "/v2/_catalog").await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["repositories"], json!(["public/x", "team/app"]));
+    // A wrong password at /token is 401 with a Basic challenge.
+    let r = plain_client()
+        .get(s.url("/token?service=berth&scope=repository:team/app:pull"))
+        .basic_auth("puller", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        format!("Basic realm=\"{REALM}\"")
+    );
+    // A token from another key is refused.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &json!({"iss": "berth", "aud": "berth", "sub": "admin", "exp": 4_000_000_000u64,
+                "access": [{"type": "repository", "name": "team/app", "actions": ["pull"]}]}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let r = with_token(forged, Method::GET, "/v2/team/app/tags/list").await;
+    assert_eq!(r.status(), 401);
+}

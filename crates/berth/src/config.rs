@@ -45,6 +45,8 @@ pub struct Auth {
     pub token: Option<Token>,
     /// `auth.policy` (berth's own): who may do what on which repositories.
     pub policy: Option<berth_server::auth::PolicyConfig>,
+    /// `auth.tokenserver` (berth's own): issue tokens to htpasswd users at `/token`.
+    pub tokenserver: Option<TokenServer>,
     /// Any other kind (`silly`, `token` before it is implemented, typos): refused.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
@@ -64,6 +66,31 @@ pub struct Token {
     pub rootcertbundle: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
     pub jwks: Option<String>,
+}
+
+/// `auth.tokenserver` (berth's own)
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenServer {
+    #[serde(deserialize_with = "lenient_string")]
+    pub realm: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub certificate: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub key: Option<String>,
+    #[serde(deserialize_with = "go_duration")]
+    pub expiry: Duration,
+}
+
+impl Default for TokenServer {
+    fn default() -> Self {
+        TokenServer {
+            realm: None,
+            certificate: None,
+            key: None,
+            expiry: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `auth.htpasswd`
@@ -371,6 +398,11 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
         if auth.htpasswd.is_some() && auth.token.is_some() {
             return Err(ConfigError(
                 "auth: configure one of htpasswd and token, not both".into(),
+            ));
+        }
+        if auth.tokenserver.is_some() && auth.htpasswd.is_none() {
+            return Err(ConfigError(
+                "auth.tokenserver issues tokens to auth.htpasswd users; configure htpasswd".into(),
             ));
         }
         if auth.token.is_some() && auth.policy.is_some() {
@@ -700,6 +732,23 @@ mod tests {
             .is_err()
         );
         assert!(load_str(&format!("{yaml}  policy:\n    admins: [a]\n"), &[]).is_err());
+    }
+
+    #[test]
+    fn auth_tokenserver_loads_and_needs_htpasswd() {
+        let ts = "  tokenserver:\n    realm: https://r.example.com/token\n    certificate: /c\n    key: /k\n    expiry: 10m\n";
+        let l = load_str(&format!("auth:\n  htpasswd:\n    path: /p\n{ts}"), &[]).unwrap();
+        let t = l.config.auth.unwrap().tokenserver.unwrap();
+        assert_eq!(t.expiry, Duration::from_secs(600));
+        assert_eq!(t.realm.as_deref(), Some("https://r.example.com/token"));
+        assert!(load_str(&format!("auth:\n{ts}"), &[]).is_err());
+        assert!(
+            load_str(
+                &format!("auth:\n  htpasswd:\n    path: /p\n{ts}    kye: x\n"),
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -278,7 +278,19 @@ fn build_auth(auth: Option<&config::Auth>) -> Result<Option<Arc<berth_server::Au
         policy = policy.is_some(),
         "htpasswd authentication enabled"
     );
-    Ok(Some(Arc::new(Auth::htpasswd(realm, file, policy))))
+    let mut built = Auth::htpasswd(realm, file, policy);
+    if let Some(t) = &auth.tokenserver {
+        let options = berth_server::auth::TokenServerOptions {
+            realm: t.realm.clone().unwrap_or_default(),
+            certificate: t.certificate.clone().unwrap_or_default().into(),
+            key: t.key.clone().unwrap_or_default().into(),
+            expiry: t.expiry,
+        };
+        let issuer = berth_server::auth::TokenIssuer::new(&options)?;
+        tracing::info!(realm = options.realm, expiry = ?options.expiry, "token server enabled at /token");
+        built = built.with_token_server(issuer);
+    }
+    Ok(Some(Arc::new(built)))
 }
 
 async fn purge_loop(

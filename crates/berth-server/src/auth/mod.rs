@@ -37,7 +37,9 @@ use crate::error;
 
 pub use htpasswd::Htpasswd;
 pub use policy::{Policy, PolicyConfig, RuleConfig};
-pub use token::{Grant, TokenOptions, TokenVerifier};
+pub use token::{
+    Grant, ResourceActions, TokenIssuer, TokenOptions, TokenServerOptions, TokenVerifier,
+};
 
 /// Failed logins allowed from one client IP within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
@@ -150,6 +152,8 @@ impl Caller {
 pub struct Auth {
     method: Method_,
     policy: Option<Policy>,
+    /// berth's own token server (`auth.tokenserver`), with htpasswd only.
+    issuer: Option<TokenIssuer>,
     failures: Mutex<HashMap<Option<IpAddr>, Failures>>,
 }
 
@@ -186,8 +190,17 @@ impl Auth {
                 file: Arc::new(file),
             },
             policy,
+            issuer: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Adds berth's own token server: challenges become Bearer ones pointing at `/token`,
+    /// which issues tokens to htpasswd users with the access the policy gives them; Basic
+    /// credentials keep working too.
+    pub fn with_token_server(mut self, issuer: TokenIssuer) -> Auth {
+        self.issuer = Some(issuer);
+        self
     }
 
     /// Token authentication: bearer JWTs verified by `verifier`.
@@ -195,6 +208,7 @@ impl Auth {
         Auth {
             method: Method_::Token(verifier),
             policy: None,
+            issuer: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -213,6 +227,14 @@ impl Auth {
     /// `registry:catalog:*` sees everything (as in Distribution), a user what they may pull.
     pub fn may_list(&self, caller: &Caller, repository: &str) -> bool {
         match caller {
+            Caller::Token(g) if g.issued_here => {
+                let user = if g.subject.is_empty() {
+                    Caller::Anonymous
+                } else {
+                    Caller::User(g.subject.clone())
+                };
+                self.allows(&user, repository, Action::Pull)
+            }
             Caller::Token(_) => true,
             c => self.allows(c, repository, Action::Pull),
         }
@@ -241,6 +263,10 @@ impl Auth {
             (Need::Login, c) => !matches!(c, Caller::Anonymous),
             (Need::Catalog, Caller::Token(grant)) => grant.allows_catalog(),
             (Need::Catalog, c) => !matches!(c, Caller::Anonymous),
+            // berth's own tokens carry exactly what the policy gave: its semantics apply.
+            (Need::Repository { name, actions }, Caller::Token(grant)) if grant.issued_here => {
+                actions.iter().all(|a| grant.allows(name, *a))
+            }
             (Need::Repository { name, actions }, Caller::Token(grant)) => {
                 Self::token_actions(actions)
                     .iter()
@@ -276,39 +302,24 @@ impl Auth {
         };
         match &self.method {
             Method_::Htpasswd { file, .. } => {
-                if self.blocked(peer) {
-                    return Err(too_many());
+                if let (Some(issuer), Some(token)) = (&self.issuer, bearer(value)) {
+                    return match issuer.verify(token) {
+                        Ok(grant) => Ok(Caller::Token(grant)),
+                        Err(e) => {
+                            tracing::info!(peer = ?peer, error = %e, "token refused");
+                            Err(self.challenge(need, "invalid token", Some("invalid_token")))
+                        }
+                    };
                 }
-                let Some((user, password)) = basic_credentials(value) else {
-                    self.failed(peer);
-                    return Err(self.challenge(need, "invalid authorization header", None));
-                };
-                // containers/image (skopeo, podman) answers a Basic challenge without
-                // credentials with an empty user and password: that is anonymous.
-                if user.is_empty() && password.is_empty() {
-                    return Ok(Caller::Anonymous);
-                }
-                let file = file.clone();
-                let (u, p) = (user.clone(), password);
-                let ok = tokio::task::spawn_blocking(move || file.verify(&u, &p))
+                self.basic_login(file, value, peer)
                     .await
-                    .unwrap_or(false);
-                if ok {
-                    Ok(Caller::User(user))
-                } else {
-                    self.failed(peer);
-                    tracing::info!(user = %user, peer = ?peer, "authentication failed");
-                    Err(self.challenge(need, "invalid username or password", None))
-                }
+                    .map_err(|message| match message {
+                        TOO_MANY => too_many(),
+                        message => self.challenge(need, message, None),
+                    })
             }
             Method_::Token(verifier) => {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.split_once(' '))
-                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, t)| t.trim());
-                let result = match token {
+                let result = match bearer(value) {
                     Some(t) => verifier.verify(t),
                     None => Err("expected a Bearer token".to_owned()),
                 };
@@ -323,6 +334,135 @@ impl Auth {
                 }
             }
         }
+    }
+
+    /// Checks Basic credentials against the htpasswd file, counting failures per client:
+    /// the caller, or why not (the 429 is sent as is).
+    async fn basic_login(
+        &self,
+        file: &Arc<Htpasswd>,
+        value: &HeaderValue,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller, &'static str> {
+        if self.blocked(peer) {
+            return Err(TOO_MANY);
+        }
+        let Some((user, password)) = basic_credentials(value) else {
+            self.failed(peer);
+            return Err("invalid authorization header");
+        };
+        // containers/image (skopeo, podman) answers a Basic challenge without
+        // credentials with an empty user and password: that is anonymous.
+        if user.is_empty() && password.is_empty() {
+            return Ok(Caller::Anonymous);
+        }
+        let file = file.clone();
+        let (u, p) = (user.clone(), password);
+        let ok = tokio::task::spawn_blocking(move || file.verify(&u, &p))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(Caller::User(user))
+        } else {
+            self.failed(peer);
+            tracing::info!(user = %user, peer = ?peer, "authentication failed");
+            Err("invalid username or password")
+        }
+    }
+
+    /// berth's own token endpoint, `GET /token?service=...&scope=...` (Docker token spec):
+    /// `None` when no token server is configured. Basic credentials are optional (anonymous
+    /// callers get what the anonymous rules give); each requested scope is cut down to what
+    /// the policy allows the caller, and `registry:catalog:*` is given to authenticated
+    /// users (the catalog is still filtered by the policy).
+    pub async fn token_endpoint(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        query: &str,
+    ) -> Option<Response> {
+        let issuer = self.issuer.as_ref()?;
+        let Method_::Htpasswd { file, realm } = &self.method else {
+            return None;
+        };
+        let caller = match headers.get(header::AUTHORIZATION) {
+            None => Caller::Anonymous,
+            Some(value) => match self.basic_login(file, value, peer).await {
+                Ok(c) => c,
+                Err(TOO_MANY) => return Some(too_many()),
+                Err(message) => {
+                    let mut r = error::body(ErrorCode::Unauthorized, message, None);
+                    set_challenge(&mut r, format!("Basic realm={}", quote(realm)));
+                    return Some(r);
+                }
+            },
+        };
+        let mut access: Vec<ResourceActions> = Vec::new();
+        let scopes = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.into_owned())
+            .collect::<Vec<_>>();
+        for item in scopes.iter().flat_map(|s| s.split(' ')) {
+            let Some((kind, rest)) = item.split_once(':') else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let granted: Vec<String> = match kind {
+                "repository" => {
+                    let mut wanted: Vec<Action> = Vec::new();
+                    for a in actions.split(',') {
+                        match a {
+                            "*" => wanted.extend([Action::Pull, Action::Push, Action::Delete]),
+                            a => wanted.extend(Action::parse(a)),
+                        }
+                    }
+                    wanted.sort();
+                    wanted.dedup();
+                    wanted
+                        .into_iter()
+                        .filter(|a| self.allows(&caller, name, *a))
+                        .map(|a| a.as_str().to_owned())
+                        .collect()
+                }
+                "registry" if name == "catalog" && !matches!(caller, Caller::Anonymous) => {
+                    vec!["*".to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            if !granted.is_empty() {
+                access.push(ResourceActions {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    actions: granted,
+                });
+            }
+        }
+        let subject = caller.user().unwrap_or_default().to_owned();
+        let token = match issuer.issue(&subject, access) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("{e}");
+                return Some(error::body(
+                    ErrorCode::Unknown,
+                    ErrorCode::Unknown.message(),
+                    None,
+                ));
+            }
+        };
+        let body = serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": issuer.expires_in(),
+        })
+        .to_string();
+        let mut r = Response::new(axum::body::Body::from(body));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Some(r)
     }
 
     fn blocked(&self, peer: Option<IpAddr>) -> bool {
@@ -361,38 +501,40 @@ impl Auth {
     /// A 401 with the challenge for this auth method (and, for tokens, the scope needed).
     fn challenge(&self, need: &Need<'_>, message: &str, token_error: Option<&str>) -> Response {
         let mut r = error::body(ErrorCode::Unauthorized, message, Some(detail(need)));
-        let value = match &self.method {
-            Method_::Htpasswd { realm, .. } => format!("Basic realm={}", quote(realm)),
-            Method_::Token(v) => {
-                let mut value = format!(
-                    "Bearer realm={},service={}",
-                    quote(&v.realm),
-                    quote(&v.service)
-                );
-                let scope = match need {
-                    Need::Login => None,
-                    Need::Catalog => Some("registry:catalog:*".to_owned()),
-                    Need::Repository { name, actions } => {
-                        let words: Vec<&str> = Self::token_actions(actions)
-                            .iter()
-                            .map(|a| a.as_str())
-                            .collect();
-                        Some(format!("repository:{name}:{}", words.join(",")))
-                    }
-                };
-                if let Some(scope) = scope {
-                    value.push_str(&format!(",scope={}", quote(&scope)));
-                }
-                if let Some(e) = token_error {
-                    value.push_str(&format!(",error={}", quote(e)));
-                }
-                value
+        let (realm, service) = match (&self.method, &self.issuer) {
+            (Method_::Htpasswd { realm, .. }, None) => {
+                set_challenge(&mut r, format!("Basic realm={}", quote(realm)));
+                return r;
+            }
+            (Method_::Htpasswd { .. }, Some(issuer)) => (&issuer.realm, token::OWN_ISSUER),
+            (Method_::Token(v), _) => (&v.realm, v.service.as_str()),
+        };
+        let mut value = format!("Bearer realm={},service={}", quote(realm), quote(service));
+        let scope = match need {
+            Need::Login => None,
+            Need::Catalog => Some("registry:catalog:*".to_owned()),
+            Need::Repository { name, actions } => {
+                let words: Vec<&str> = Self::token_actions(actions)
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect();
+                Some(format!("repository:{name}:{}", words.join(",")))
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        if let Some(scope) = scope {
+            value.push_str(&format!(",scope={}", quote(&scope)));
         }
+        if let Some(e) = token_error {
+            value.push_str(&format!(",error={}", quote(e)));
+        }
+        set_challenge(&mut r, value);
         r
+    }
+}
+
+fn set_challenge(r: &mut Response, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
 }
 
@@ -402,6 +544,19 @@ fn denied(need: &Need<'_>) -> Response {
         ErrorCode::Denied.message(),
         Some(detail(need)),
     )
+}
+
+/// The refusal [`Auth::basic_login`] reports when the client is locked out.
+const TOO_MANY: &str = "too many failed authentication attempts; try again later";
+
+/// The token of a `Bearer` authorization header.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
 }
 
 fn too_many() -> Response {

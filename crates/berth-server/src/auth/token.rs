@@ -67,7 +67,7 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 /// One entry of the `access` claim.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub struct ResourceActions {
     /// `repository` or `registry`.
     #[serde(rename = "type")]
@@ -90,10 +90,12 @@ struct Claims {
 /// What a verified token grants.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// `sub`, for logs.
+    /// `sub`: the user the token was issued to (empty: anonymous).
     pub subject: String,
     /// The `access` claim.
     pub access: Vec<ResourceActions>,
+    /// Issued by berth's own `/token` endpoint (so berth's policy semantics apply).
+    pub issued_here: bool,
 }
 
 impl Grant {
@@ -268,6 +270,7 @@ impl TokenVerifier {
                     return Ok(Grant {
                         subject: data.claims.sub.unwrap_or_default(),
                         access: data.claims.access,
+                        issued_here: false,
                     });
                 }
                 Err(e) => {
@@ -287,5 +290,126 @@ impl TokenVerifier {
             }
         }
         Err(format!("token refused: {last}"))
+    }
+}
+
+/// The issuer and audience of the tokens berth's own `/token` endpoint issues.
+pub const OWN_ISSUER: &str = "berth";
+
+/// The `auth.tokenserver` settings (berth's own).
+#[derive(Debug, Clone, Default)]
+pub struct TokenServerOptions {
+    /// The absolute URL of berth's `/token` as clients reach it (the challenge's realm).
+    pub realm: String,
+    /// The signing certificate (PEM).
+    pub certificate: PathBuf,
+    /// Its private key (PEM, PKCS#8 for EC and Ed25519).
+    pub key: PathBuf,
+    /// How long an issued token is valid.
+    pub expiry: std::time::Duration,
+}
+
+/// berth's own token server: signs short-lived tokens for its htpasswd users, with the
+/// access berth's policy gives them, and verifies them when they come back.
+pub struct TokenIssuer {
+    pub(super) realm: String,
+    encoding: jsonwebtoken::EncodingKey,
+    algorithm: Algorithm,
+    pub(super) verifier: TokenVerifier,
+    expiry: std::time::Duration,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("realm", &self.realm)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenIssuer {
+    /// Loads the signing pair; errors name the file at fault.
+    pub fn new(options: &TokenServerOptions) -> Result<TokenIssuer, String> {
+        if options.realm.is_empty() {
+            return Err("auth.tokenserver.realm is required (the URL of berth's /token)".into());
+        }
+        let keys = keys_from_bundle(&options.certificate)
+            .map_err(|e| e.replace("auth.token.rootcertbundle", "auth.tokenserver.certificate"))?;
+        let algorithm = keys
+            .first()
+            .and_then(|k| k.algorithms.first().copied())
+            .ok_or("auth.tokenserver.certificate: no usable key")?;
+        let pem = std::fs::read(&options.key)
+            .map_err(|e| format!("auth.tokenserver.key {}: {e}", options.key.display()))?;
+        let encoding = match algorithm {
+            Algorithm::ES256 | Algorithm::ES384 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+            _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        }
+        .map_err(|e| format!("auth.tokenserver.key {}: {e}", options.key.display()))?;
+        let verifier = TokenVerifier::new(&TokenOptions {
+            realm: options.realm.clone(),
+            service: OWN_ISSUER.into(),
+            issuer: OWN_ISSUER.into(),
+            root_cert_bundle: Some(options.certificate.clone()),
+            jwks: None,
+        })?;
+        let issuer = TokenIssuer {
+            realm: options.realm.clone(),
+            encoding,
+            algorithm,
+            verifier,
+            expiry: options.expiry.max(std::time::Duration::from_secs(10)),
+        };
+        // The key must fit the certificate: sign and verify one token now.
+        let probe = issuer.issue("", Vec::new())?;
+        issuer.verify(&probe).map_err(|e| {
+            format!(
+                "auth.tokenserver: key {} does not fit certificate {}: {e}",
+                options.key.display(),
+                options.certificate.display()
+            )
+        })?;
+        Ok(issuer)
+    }
+
+    /// A signed token for `subject` with `access`.
+    pub fn issue(&self, subject: &str, access: Vec<ResourceActions>) -> Result<String, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| format!("no randomness: {e}"))?;
+        let claims = serde_json::json!({
+            "iss": OWN_ISSUER,
+            "sub": subject,
+            "aud": OWN_ISSUER,
+            "exp": now + self.expiry.as_secs(),
+            "nbf": now.saturating_sub(10),
+            "iat": now,
+            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "access": access,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(self.algorithm),
+            &claims,
+            &self.encoding,
+        )
+        .map_err(|e| format!("cannot sign a token: {e}"))
+    }
+
+    /// Verifies a token this server issued.
+    pub fn verify(&self, token: &str) -> Result<Grant, String> {
+        self.verifier.verify(token).map(|mut g| {
+            g.issued_here = true;
+            g
+        })
+    }
+
+    /// How long issued tokens are valid, in seconds.
+    pub fn expires_in(&self) -> u64 {
+        self.expiry.as_secs()
     }
 }
