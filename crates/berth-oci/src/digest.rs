@@ -243,3 +243,72 @@ mod tests {
         ));
     }
 }
+
+/// Properties of `Digest::parse` over generated input (the fuzz target `digest` in `fuzz/`
+/// checks the same ones for longer): no panic, one spelling per digest, a hex part that is a
+/// safe path component.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Strings near the digest grammar: an algorithm-ish prefix, maybe a colon, hex-ish text
+    /// with the characters that matter for paths.
+    fn near_digest() -> impl Strategy<Value = String> {
+        "(sha256|sha512|SHA256|md5|sha256\\+b64|[a-z0-9+._-]{0,8}|)(:|::|)[0-9a-fA-F./%\\\\\0 é-]{0,130}"
+    }
+
+    fn check(s: &str) {
+        if let Ok(d) = Digest::parse(s) {
+            assert_eq!(d.to_string(), s);
+            assert!(
+                d.hex()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+            assert_eq!(d.hex().len(), d.algorithm().hex_len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn valid_digests_round_trip(
+            sha256 in "[0-9a-f]{64}",
+            sha512 in "[0-9a-f]{128}",
+        ) {
+            for s in [format!("sha256:{sha256}"), format!("sha512:{sha512}")] {
+                let d = Digest::parse(&s).unwrap();
+                prop_assert_eq!(d.to_string(), s);
+            }
+        }
+
+        #[test]
+        fn near_digests_never_panic(s in near_digest()) {
+            check(&s);
+        }
+
+        #[test]
+        fn any_text_never_panics(s in "\\PC{0,200}") {
+            check(&s);
+        }
+
+        #[test]
+        fn one_changed_character_is_refused(hex in "[0-9a-f]{64}", at in 0usize..71, c in "[^0-9a-f]") {
+            let mut s = format!("sha256:{hex}");
+            let at = at.min(s.len() - 1).max(7);
+            s.replace_range(at..at + 1, &c);
+            prop_assert!(Digest::parse(&s).is_err(), "{:?} accepted", s);
+        }
+    }
+}

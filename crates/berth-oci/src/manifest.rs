@@ -420,3 +420,184 @@ mod tests {
         assert_eq!(Manifest::sniff_media_type(b"garbage"), OCI_MANIFEST);
     }
 }
+
+/// Properties of manifest parsing over generated bodies (the fuzz target `manifest` in
+/// `fuzz/` checks the same ones for longer): neither `parse` nor `sniff_media_type` panics, a
+/// parsed manifest has the fields of its kind, and one whose body names its `mediaType` is
+/// served later (sniffed from the stored bytes) as the type it was accepted as.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 1500,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn media_type() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1,
+                DOCKER_SCHEMA1_SIGNED, "application/vnd.oci.image.config.v1+json",
+                "application/json", "",
+            ]).prop_map(Value::from),
+            1 => Just(Value::Null),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => "\\PC{0,20}".prop_map(Value::from),
+        ]
+    }
+
+    fn digest() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => "sha256:[0-9a-f]{64}".prop_map(Value::from),
+            1 => "sha512:[0-9a-f]{128}".prop_map(Value::from),
+            1 => "(sha256|md5)?:?[0-9a-fA-F./]{0,70}".prop_map(Value::from),
+            1 => Just(Value::Null),
+        ]
+    }
+
+    fn size() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => (0u64..100_000).prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<f64>().prop_map(|f| json!(f)),
+            1 => Just(json!("12")),
+        ]
+    }
+
+    fn descriptor() -> impl Strategy<Value = Value> {
+        (
+            media_type(),
+            digest(),
+            size(),
+            prop::option::of(prop::collection::vec("\\PC{0,10}", 0..2)),
+            prop::option::of(prop::collection::btree_map(
+                "[a-z.]{1,8}",
+                "\\PC{0,8}",
+                0..3,
+            )),
+            prop::option::of(media_type()),
+        )
+            .prop_map(|(m, d, s, urls, ann, at)| {
+                let mut v = json!({ "mediaType": m, "digest": d, "size": s });
+                if let Some(urls) = urls {
+                    v["urls"] = json!(urls);
+                }
+                if let Some(ann) = ann {
+                    v["annotations"] = json!(ann);
+                }
+                if let Some(at) = at {
+                    v["artifactType"] = at;
+                }
+                v
+            })
+    }
+
+    fn field<S: Strategy<Value = Value>>(s: S) -> impl Strategy<Value = Option<Value>> {
+        prop::option::weighted(0.6, s)
+    }
+
+    fn manifest() -> impl Strategy<Value = Value> {
+        (
+            field(prop_oneof![
+                4 => Just(json!(2)),
+                1 => prop::sample::select(vec![json!(1), json!(3), json!(-1), json!("2"), Value::Null]),
+            ]),
+            field(media_type()),
+            field(descriptor()),
+            field(prop::collection::vec(descriptor(), 0..3).prop_map(Value::from)),
+            field(prop::collection::vec(descriptor(), 0..3).prop_map(Value::from)),
+            field(descriptor()),
+            field(media_type()),
+            field(Just(json!([]))),
+        )
+            .prop_map(|(sv, mt, config, layers, manifests, subject, at, signatures)| {
+                let mut v = json!({});
+                for (k, f) in [
+                    ("schemaVersion", sv),
+                    ("mediaType", mt),
+                    ("config", config),
+                    ("layers", layers),
+                    ("manifests", manifests),
+                    ("subject", subject),
+                    ("artifactType", at),
+                    ("signatures", signatures),
+                ] {
+                    if let Some(f) = f {
+                        v[k] = f;
+                    }
+                }
+                v
+            })
+    }
+
+    fn content_type() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            prop::sample::select(vec![
+                OCI_MANIFEST,
+                OCI_INDEX,
+                DOCKER_MANIFEST,
+                DOCKER_MANIFEST_LIST,
+                DOCKER_SCHEMA1,
+                DOCKER_SCHEMA1_SIGNED,
+                "application/json",
+                "",
+                ";",
+                " ; charset=utf-8",
+            ])
+            .prop_map(str::to_owned),
+            "\\PC{0,30}",
+            "application/vnd\\.oci\\.image\\.(manifest|index)\\.v1\\+json( ?; ?charset=utf-8)?",
+        ])
+    }
+
+    fn check(body: &[u8], content_type: Option<&str>) {
+        let sniffed = Manifest::sniff_media_type(body);
+        let Ok(m) = Manifest::parse(body, content_type) else {
+            return;
+        };
+        if m.kind.is_index() {
+            assert!(m.config.is_none() && m.layers.is_empty());
+        } else {
+            assert!(m.config.is_some() && m.manifests.is_empty());
+        }
+        let named = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("mediaType").cloned())
+            .is_some_and(|m| !m.is_null());
+        if named {
+            assert_eq!(
+                sniffed,
+                m.media_type(),
+                "accepted as one type, served as another"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn generated_manifests(v in manifest(), ct in content_type()) {
+            let body = serde_json::to_vec(&v).unwrap();
+            check(&body, ct.as_deref());
+        }
+
+        #[test]
+        fn truncated_manifests(v in manifest(), cut in any::<prop::sample::Index>(), ct in content_type()) {
+            let body = serde_json::to_vec_pretty(&v).unwrap();
+            check(&body[..cut.index(body.len() + 1)], ct.as_deref());
+        }
+
+        #[test]
+        fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..300), ct in content_type()) {
+            check(&body, ct.as_deref());
+        }
+    }
+}

@@ -272,3 +272,107 @@ mod tests {
         ));
     }
 }
+
+/// Properties of the name, tag and reference parsers over generated input (the fuzz targets
+/// `repo_name`, `tag` and `reference` in `fuzz/` check the same ones for longer): no panic,
+/// what is accepted prints back unchanged and cannot climb out of a storage directory.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    const COMPONENT: &str = "[a-z0-9]{1,6}((\\.|_|__|-{1,3})[a-z0-9]{1,6}){0,3}";
+
+    /// Text built from the characters that matter: separators, dots, escapes, case, NUL,
+    /// non-ASCII.
+    fn hostile() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9/._%\\\\:\0 äü-]{0,300}"
+    }
+
+    fn check_name(s: &str) {
+        if let Ok(name) = RepoName::parse(s) {
+            assert_eq!(name.to_string(), s);
+            assert!(s.len() <= MAX_NAME_LEN);
+            for c in name.components() {
+                assert!(!c.is_empty() && c != "." && c != "..", "{s:?}");
+                assert!(
+                    c.bytes().all(|b| b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b"._-".contains(&b)),
+                    "{s:?}"
+                );
+                assert!(c.as_bytes()[0].is_ascii_alphanumeric(), "{s:?}");
+            }
+        }
+    }
+
+    fn check_tag(s: &str) {
+        if let Ok(tag) = Tag::parse(s) {
+            assert_eq!(tag.to_string(), s);
+            assert!(!s.is_empty() && s.len() <= MAX_TAG_LEN);
+            assert!(s.as_bytes()[0] != b'.' && s.as_bytes()[0] != b'-', "{s:?}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "{s:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn grammatical_names_are_accepted(parts in prop::collection::vec(COMPONENT, 1..6)) {
+            let s = parts.join("/");
+            let parsed = RepoName::parse(&s);
+            if s.len() <= MAX_NAME_LEN {
+                prop_assert_eq!(parsed.unwrap().to_string(), s);
+            } else {
+                prop_assert_eq!(parsed, Err(NameError::NameTooLong));
+            }
+        }
+
+        #[test]
+        fn hostile_names_never_escape(s in hostile()) {
+            check_name(&s);
+        }
+
+        #[test]
+        fn any_text_as_name(s in "\\PC{0,300}") {
+            check_name(&s);
+        }
+
+        #[test]
+        fn grammatical_tags_are_accepted(s in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}") {
+            prop_assert_eq!(Tag::parse(&s).unwrap().to_string(), s);
+        }
+
+        #[test]
+        fn hostile_tags_never_escape(s in hostile()) {
+            check_tag(&s);
+        }
+
+        #[test]
+        fn references_round_trip(s in prop_oneof![
+            hostile(),
+            "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,130}",
+            "sha(256|512):[0-9a-f]{60,130}",
+        ]) {
+            if let Ok(r) = Reference::parse(&s) {
+                prop_assert_eq!(r.to_string(), s.clone());
+                prop_assert_eq!(matches!(r, Reference::Digest(_)), s.contains(':'));
+                check_tag(&s);
+            }
+        }
+    }
+}

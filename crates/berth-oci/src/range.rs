@@ -151,3 +151,84 @@ mod tests {
         assert!(ContentRange::parse("").is_err());
     }
 }
+
+/// Properties of the range parsers over generated headers (the fuzz targets `range` and
+/// `content_range` in `fuzz/` check the same ones for longer): no panic, and a resolved range
+/// always lies inside the content.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 3000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Headers near the grammar: units, signs, spaces, commas, big numbers.
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(bytes|BYTES|items|bytes )?[= ]?-?[0-9]{0,22}[ ]?-?[ ]?[0-9]{0,22}(,[0-9]{0,3}-[0-9]{0,3})?(/[0-9*]{0,4})?",
+            "\\PC{0,40}",
+        ]
+    }
+
+    fn total() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..4, 0u64..1000, any::<u64>(), Just(u64::MAX)]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn resolved_ranges_lie_inside_the_content(h in header(), total in total()) {
+            match ByteRange::parse_request(&h, total) {
+                Ok(Some(r)) => {
+                    prop_assert!(r.start <= r.end && r.end < total, "{:?} for {:?} of {}", r, h, total);
+                    prop_assert!((1..=total).contains(&r.len()));
+                }
+                Ok(None) => prop_assert!(h.contains(',')),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn explicit_ranges_resolve_exactly(total in 1u64..10_000, a in 0u64..10_000, len in 1u64..10_000) {
+            let b = a.saturating_add(len - 1);
+            let got = ByteRange::parse_request(&format!("bytes={a}-{b}"), total);
+            if a >= total {
+                prop_assert_eq!(got, Err(RangeError::Unsatisfiable));
+            } else {
+                prop_assert_eq!(got, Ok(Some(ByteRange { start: a, end: b.min(total - 1) })));
+            }
+        }
+
+        #[test]
+        fn suffix_ranges_are_the_last_bytes(total in 1u64..10_000, n in 1u64..20_000) {
+            let r = ByteRange::parse_request(&format!("bytes=-{n}"), total).unwrap().unwrap();
+            prop_assert_eq!(r.end, total - 1);
+            prop_assert_eq!(r.len(), n.min(total));
+        }
+
+        #[test]
+        fn content_ranges_are_ordered(h in header()) {
+            if let Ok(r) = ContentRange::parse(&h) {
+                prop_assert!(r.start <= r.end, "{:?} from {:?}", r, h);
+                prop_assert_eq!(ContentRange::parse(&format!("{}-{}", r.start, r.end)), Ok(r));
+            }
+        }
+
+        #[test]
+        fn content_range_forms_agree(a in any::<u64>(), b in any::<u64>()) {
+            let (a, b) = (a.min(b), a.max(b));
+            let want = Ok(ContentRange { start: a, end: b });
+            prop_assert_eq!(ContentRange::parse(&format!("{a}-{b}")), want.clone());
+            prop_assert_eq!(ContentRange::parse(&format!("bytes {a}-{b}/*")), want.clone());
+            prop_assert_eq!(ContentRange::parse(&format!("bytes={a}-{b}")), want);
+        }
+    }
+}
