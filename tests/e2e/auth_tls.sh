@@ -18,7 +18,9 @@
 #   - certificate rotation: new files on disk are served without a restart;
 #   - token auth (auth.token) with a test token server (token_server.py):
 #     the Bearer challenge, skopeo, podman and docker fetching tokens, a
-#     pull-only token refused a push.
+#     pull-only token refused a push;
+#   - berth's own token server (auth.tokenserver, berth only): the challenge
+#     points at berth's /token, clients get tokens limited by the policy.
 #
 # usage: tests/e2e/auth_tls.sh [berth|distribution]   (default: berth)
 
@@ -410,6 +412,48 @@ if ((DOCKER_OK)); then
     dk rmi "$R/team/tok:docker" >/dev/null
     dk pull "$R/team/tok:docker" >/dev/null
     pass "token: docker login, push and pull through the token server"
+fi
+
+# ------------------------------------------- berth's own token server --
+if [[ $E2E_KIND == berth ]]; then
+    stop_registry "$REG_PORT"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=berth e2e own token signer" -keyout "$PKI/own.key" -out "$PKI/own.crt" 2>/dev/null
+    OPORT=$(free_port)
+    AUTH_YAML="auth:
+  htpasswd:
+    realm: berth-e2e
+    path: $HT
+  tokenserver:
+    realm: https://$HOST_IP:$OPORT/token
+    certificate: $PKI/own.crt
+    key: $PKI/own.key
+    expiry: 5m$POLICY"
+    start_secure_registry "$OPORT"
+    R=$REG_ADDR
+    U=https://$R
+    curl -s -D "$E2E_TMP/h" -o /dev/null --cacert "$PKI/ca.crt" "$U/v2/" || true
+    assert_eq "Bearer realm=\"https://$R/token\",service=\"berth\"" "$(header "$E2E_TMP/h" WWW-Authenticate)" \
+        "own token server: the challenge points at berth's /token"
+    skopeo_run inspect --cert-dir "$E2E_TMP/certs" --creds bob:bob-pw --raw "docker://$R/team/app:1" >/dev/null
+    pass "own token server: skopeo gets a token for bob and reads"
+    clear_blob_info_cache
+    if skopeo --insecure-policy copy "${SK_TLS[@]}" --dest-creds bob:bob-pw "oci:$L:latest" "docker://$R/team/own:bob" >/dev/null 2>&1; then
+        fail "own token server: bob (pull only) could push"
+    fi
+    pass "own token server: bob's token does not let him push"
+    echo carol-pw | pm login --authfile "$E2E_TMP/own-auth.json" --cert-dir "$E2E_TMP/certs" -u carol --password-stdin "$R" >/dev/null
+    pm push -q --authfile "$E2E_TMP/own-auth.json" --cert-dir "$E2E_TMP/certs" "$GOT" "docker://$R/team/own:podman"
+    pass "own token server: podman login and push as carol"
+    if ((DOCKER_OK)); then
+        trust_in_docker "$R" "$E2E_TMP/certs"
+        echo alice-pw | dk login -u alice --password-stdin "$R" >/dev/null
+        dk tag "$DOCKER_IMG" "$R/team/own:docker"
+        dk push "$R/team/own:docker" >/dev/null
+        dk rmi "$R/team/own:docker" >/dev/null
+        dk pull "$R/team/own:docker" >/dev/null
+        pass "own token server: docker login, push and pull with its tokens"
+    fi
 fi
 
 e2e_finish
