@@ -12,11 +12,16 @@
 //!   says what the request may do. As in Distribution, writes need `pull` and `push`, and a
 //!   token without the access a request needs gets a 401 `insufficient_scope` challenge
 //!   naming the scope, so clients fetch a better token.
+//! - `tokenserver` (berth's own, with htpasswd): [`Auth::token_endpoint`] serves `/token`,
+//!   issuing tokens whose `access` is the policy's answer for the scopes asked; challenges
+//!   then point there, and those tokens are checked with the policy's semantics (push
+//!   alone needs no pull). Basic credentials keep working.
 //! - Failed passwords are counted per client IP; after [`MAX_FAILURES`] within
 //!   [`FAILURE_WINDOW`] that client's credentialed requests are refused with 429
 //!   `TOOMANYREQUESTS` until the window has passed.
 //! - Unauthenticated callers get 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge;
-//!   authenticated callers without the right get 403 `DENIED`.
+//!   htpasswd users without the right get 403 `DENIED`, token holders 401 with
+//!   `error="insufficient_scope"` (what token clients expect).
 
 pub mod htpasswd;
 pub mod policy;
