@@ -391,8 +391,8 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
     if let Some(auth) = &config.auth {
         if let Some(kind) = auth.other.keys().next() {
             return Err(ConfigError(format!(
-                "auth.{kind} is not supported (berth implements auth.htpasswd, auth.token and \
-                 auth.policy); refusing to serve without the access control the config asks for"
+                "auth.{kind} is not supported (berth implements auth.htpasswd, auth.token, \
+                 auth.policy and auth.tokenserver); refusing to serve without the access control the config asks for"
             )));
         }
         if auth.htpasswd.is_some() && auth.token.is_some() {
