@@ -138,6 +138,7 @@ pub struct Filesystem {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Enabled {
+    #[serde(deserialize_with = "yaml11_bool")]
     pub enabled: bool,
 }
 
@@ -151,11 +152,13 @@ pub struct Maintenance {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct UploadPurging {
+    #[serde(deserialize_with = "yaml11_bool")]
     pub enabled: bool,
     #[serde(deserialize_with = "go_duration")]
     pub age: Duration,
     #[serde(deserialize_with = "go_duration")]
     pub interval: Duration,
+    #[serde(deserialize_with = "yaml11_bool")]
     pub dryrun: bool,
 }
 
@@ -180,6 +183,7 @@ pub struct Http {
     pub net: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
     pub host: Option<String>,
+    #[serde(deserialize_with = "yaml11_bool")]
     pub relativeurls: bool,
     pub headers: BTreeMap<String, Vec<String>>,
     /// Accepted for compatibility: berth's upload state needs no shared secret.
@@ -304,7 +308,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
         parse_typed(serde_yaml::Deserializer::from_str(&text), &mut warnings)
             .map_err(|e| ConfigError(format!("config {source}: {e}")))?
     };
-    let overrides: Vec<(Vec<String>, &str, &str)> = env
+    let mut overrides: Vec<(Vec<String>, &str, &str)> = env
         .iter()
         .filter_map(|(k, v)| {
             let rest = k.strip_prefix("REGISTRY_")?;
@@ -316,6 +320,9 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
             Some((path, k.as_str(), v.as_str()))
         })
         .collect();
+    // Parents before children, whatever order the environment lists them in (Distribution
+    // sorts too): `REGISTRY_STORAGE` must not undo `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`.
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
     let config = if overrides.is_empty() {
         config
     } else {
@@ -473,6 +480,25 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A boolean as Distribution's YAML 1.1 reader (`yaml.v2`) takes it: besides `true`/`false`,
+/// `yes`/`no`, `on`/`off` and `y`/`n` in their usual casings, which YAML 1.2 reads as strings.
+fn yaml11_bool<'de, D: Deserializer<'de>>(de: D) -> Result<bool, D::Error> {
+    match serde_yaml::Value::deserialize(de)? {
+        serde_yaml::Value::Bool(b) => Ok(b),
+        serde_yaml::Value::String(s) => match s.as_str() {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+                Ok(true)
+            }
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+            | "FALSE" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected a boolean (true/false, yes/no, on/off), not {s:?}"
+            ))),
+        },
+        _ => Err(serde::de::Error::custom("expected a boolean")),
+    }
+}
+
 /// Accepts any scalar as a string, as Go's YAML decoder does for string fields (so that
 /// `version: 0.1` and `REGISTRY_HTTP_SECRET=1234` load).
 fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
@@ -527,7 +553,8 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        let term = Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        total = total.checked_add(term).ok_or_else(bad)?;
         rest = tail;
     }
     Ok(total)
@@ -752,6 +779,18 @@ mod tests {
     }
 
     #[test]
+    fn yaml_1_1_booleans() {
+        let l = load_str(
+            "storage:\n  delete:\n    enabled: yes\n  maintenance:\n    uploadpurging:\n      enabled: off\nhttp:\n  relativeurls: on\n",
+            &[],
+        )
+        .unwrap();
+        assert!(l.config.storage.delete.enabled);
+        assert!(!l.config.storage.maintenance.uploadpurging.enabled);
+        assert!(l.config.http.relativeurls);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_go_duration("168h"),
@@ -764,5 +803,6 @@ mod tests {
         assert!(parse_go_duration("h").is_err());
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("5x").is_err());
+        assert!(parse_go_duration("18000000000000000000s18000000000000000000s").is_err());
     }
 }
