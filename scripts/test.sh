@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README.md; .ci/run calls it). Installs what the tests need
 # on a fresh Debian machine, then: format and lint checks, unit and HTTP integration tests,
-# and end-to-end tests driving real clients (skopeo, podman, docker) and Distribution.
+# end-to-end tests driving real clients (skopeo, podman, docker) and Distribution, and a
+# bounded fuzzing run of every parser that sees client input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +24,8 @@ cargo test --workspace
 step "end-to-end tests with real clients"
 cargo build -p berth
 BERTH_BIN="$PWD/target/debug/berth" tests/e2e/run.sh
+
+step "fuzzing every parser that sees client input (30 s each)"
+scripts/fuzz.sh 30
 
 step "all tests passed"
