@@ -22,7 +22,10 @@ step "cargo test"
 cargo test --workspace
 
 step "end-to-end tests with real clients"
-cargo build -p berth
+# `cargo test --workspace` has just built target/debug/berth (the berth crate's own tests need
+# it); a separate `cargo build -p berth` would resolve features differently and rebuild the
+# dependencies for nothing.
+[ -x target/debug/berth ] || cargo build -p berth
 BERTH_BIN="$PWD/target/debug/berth" tests/e2e/run.sh
 
 step "fuzzing every parser that sees client input (30 s each)"
