@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod blobs;
+mod body;
 pub mod endpoint;
 mod error;
 mod listing;
@@ -243,7 +244,7 @@ impl Ctx<'_> {
 
     /// The request body as a stream, with the configured idle timeout.
     fn body(&self, body: Body) -> berth_registry::ByteStream {
-        body_stream(body, self.state.http.body_idle_timeout)
+        body::body_stream(body, self.state.http.body_idle_timeout)
     }
 
     /// The first value of a query parameter.
@@ -318,28 +319,4 @@ fn set(r: &mut Response, name: impl header::IntoHeaderName, value: impl AsRef<st
     if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
         r.headers_mut().insert(name, v);
     }
-}
-
-/// The request body as the registry's byte stream, cut off when the client sends nothing for
-/// `idle`: a stalled or vanished client must not hold an upload session's lock forever. What
-/// arrived before the cut is kept, so the session stays resumable from its reported offset.
-fn body_stream(body: Body, idle: Duration) -> berth_registry::ByteStream {
-    use futures_util::StreamExt;
-    let data = body.into_data_stream();
-    futures_util::stream::unfold(Some(data), move |state| async move {
-        let mut data = state?;
-        match tokio::time::timeout(idle, data.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(data))),
-            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the client sent no data for {} s", idle.as_secs_f64()),
-                )),
-                None,
-            )),
-        }
-    })
-    .boxed()
 }

@@ -43,7 +43,7 @@ pub(crate) async fn handle(
     raw_id: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = drain_on_drop(body);
+    let body = crate::body::drain_on_drop(body);
     let id = UploadId::parse(raw_id)?;
     let registry = ctx.registry();
     match method {
@@ -150,73 +150,4 @@ fn range_invalid(ctx: &Ctx<'_>, repo: &RepoName, id: &UploadId, size: u64) -> Re
     set(&mut r, header::RANGE, range_value(size));
     set(&mut r, "docker-upload-uuid", id.as_str());
     r
-}
-
-/// Most of a request body berth reads and discards after refusing the request.
-const DRAIN_LIMIT: u64 = 1 << 30;
-/// How long the discarding waits for the client's next bytes.
-const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Wraps a request body so that, if the handler drops it unfinished (an upload refused
-/// before or while its body arrives: wrong offset, unknown session, full disk), the rest is
-/// still read and discarded in the background, up to [`DRAIN_LIMIT`]. Without this the
-/// connection closes with unread data, the kernel answers the client's next bytes with a
-/// reset, and a client still sending never sees the answer that says why (or where to resume).
-pub(crate) fn drain_on_drop(body: Body) -> Body {
-    use axum::body::HttpBody as _;
-    if body.is_end_stream() {
-        return body;
-    }
-    Body::from_stream(DrainOnDrop {
-        data: Some(body.into_data_stream()),
-        finished: false,
-    })
-}
-
-struct DrainOnDrop {
-    data: Option<axum::body::BodyDataStream>,
-    finished: bool,
-}
-
-impl futures_util::Stream for DrainOnDrop {
-    type Item = Result<bytes::Bytes, axum::Error>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        let Some(data) = self.data.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let next = std::pin::Pin::new(data).poll_next(cx);
-        if matches!(next, Poll::Ready(None | Some(Err(_)))) {
-            self.finished = true;
-        }
-        next
-    }
-}
-
-impl Drop for DrainOnDrop {
-    fn drop(&mut self) {
-        use futures_util::StreamExt;
-        let Some(mut data) = self.data.take() else {
-            return;
-        };
-        if self.finished {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let mut drained = 0u64;
-            while let Ok(Some(Ok(chunk))) = tokio::time::timeout(DRAIN_IDLE, data.next()).await {
-                drained += chunk.len() as u64;
-                if drained > DRAIN_LIMIT {
-                    break;
-                }
-            }
-        });
-    }
 }
