@@ -163,7 +163,12 @@ impl Registry {
         }
     }
 
-    async fn blob_linked_and_present(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    /// True when `repo` links `digest` as a layer and its content is in the blob store.
+    pub(crate) async fn blob_linked_and_present(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
         let linked = read_link(self.driver(), &layout::layer_link(repo, digest))
             .await?
             .is_some_and(|d| &d == digest);

@@ -28,7 +28,7 @@ use berth_storage::FileWriter;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::{ByteStream, Error, Registry, Result, layout, read_link, write_link};
+use crate::{ByteStream, Error, Registry, Result, layout, write_link};
 
 /// An upload session's identifier: a canonical lowercase hyphenated UUID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -362,16 +362,8 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         self.check_writable()?;
-        let linked = read_link(self.driver(), &layout::layer_link(from, digest))
-            .await?
-            .is_some_and(|d| &d == digest);
-        if !linked {
+        if !self.blob_linked_and_present(from, digest).await? {
             return Ok(false);
-        }
-        match self.driver().stat(&layout::blob_data(digest)).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(e.into()),
         }
         self.link_layer(repo, digest).await?;
         Ok(true)
