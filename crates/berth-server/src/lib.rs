@@ -189,7 +189,8 @@ async fn handle(
         query,
         caller,
     };
-    let body = request.into_body();
+    // Every handler's body is drained if the handler refuses it unread (see `body.rs`).
+    let body = body::drain_on_drop(request.into_body());
     match (endpoint, method) {
         (E::Base, Method::GET | Method::HEAD) => Ok(base()),
         (E::Catalog, Method::GET) => listing::catalog(&ctx).await,

@@ -17,7 +17,6 @@ pub(crate) async fn handle(
     raw_reference: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = crate::body::drain_on_drop(body);
     let reference = Reference::parse(raw_reference).map_err(Error::ReferenceInvalid)?;
     let registry = ctx.registry();
     match method {

@@ -43,7 +43,6 @@ pub(crate) async fn handle(
     raw_id: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = crate::body::drain_on_drop(body);
     let id = UploadId::parse(raw_id)?;
     let registry = ctx.registry();
     match method {

@@ -390,7 +390,6 @@ async fn full_disk_fails_cleanly_and_recovers() {
 /// The refusal of a push berth cannot store must reach the client even when the body is
 /// larger than what the sockets buffer: a layer of 64 MiB, not the 1.5 MiB blobs above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "berth bug, partly fixed: since refused uploads drain their body, 29 of 32 clients get the 503; the rest still meet a reset when hyper closes the connection before they finish sending"]
 async fn large_refused_push_gets_its_answer() {
     if !is_root() {
         return skip("mounting a tmpfs needs root");
