@@ -9,14 +9,19 @@
 //!   what they saw before the write); changes by another process (a
 //!   second replica, or Distribution on the same directory) are seen within [`LINK_TTL`].
 //! - **catalog**: the sorted repository list, with the same bound; this process's writes that
-//!   may add a repository drop it.
+//!   may add a repository drop it. Past the bound, on drivers that stamp directories (the
+//!   filesystem), the list is kept with the stamps of every directory the walk read, and
+//!   reused while re-stamping those directories finds them unchanged: a stat each instead of
+//!   a listing each, and exact whoever made the change.
+//! - **tags**: each repository's sorted tag names with the stamp of its `tags` directory,
+//!   reused only while the stamp is unchanged (so never stale, on any writer's change).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
-use berth_storage::StoragePath;
+use berth_storage::{DirStamp, StoragePath};
 use bytes::Bytes;
 
 /// How long a cached link is trusted before it is read again.
@@ -25,6 +30,8 @@ pub const LINK_TTL: Duration = Duration::from_secs(1);
 const CONTENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Link entries kept.
 const LINK_ENTRIES: usize = 100_000;
+/// Repositories whose tag lists are kept.
+const TAG_LIST_ENTRIES: usize = 4096;
 
 #[derive(Clone)]
 pub(crate) struct CachedManifest {
@@ -47,6 +54,15 @@ pub(crate) struct Caches {
     /// Bumped by every write of a link hashing to the stripe.
     link_generations: Vec<AtomicU64>,
     catalog: Mutex<CatalogEntry>,
+    tag_lists: quick_cache::sync::Cache<StoragePath, (DirStamp, Arc<Vec<String>>)>,
+}
+
+/// A catalog walk that can be re-validated: every directory it listed, with the stamp each
+/// had before it was listed.
+pub(crate) struct CatalogSnapshot {
+    pub dirs: Vec<StoragePath>,
+    pub stamps: Vec<DirStamp>,
+    pub repositories: Arc<Vec<String>>,
 }
 
 const LINK_GENERATION_STRIPES: usize = 256;
@@ -56,6 +72,7 @@ const LINK_GENERATION_STRIPES: usize = 256;
 #[derive(Default)]
 struct CatalogEntry {
     repositories: Option<(Arc<Vec<String>>, Instant)>,
+    snapshot: Option<Arc<CatalogSnapshot>>,
     generation: u64,
 }
 
@@ -68,6 +85,7 @@ impl Default for Caches {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             catalog: Mutex::default(),
+            tag_lists: quick_cache::sync::Cache::new(TAG_LIST_ENTRIES),
         }
     }
 }
@@ -135,11 +153,28 @@ impl Caches {
         }
     }
 
-    pub fn insert_catalog(&self, generation: u64, repositories: Arc<Vec<String>>) {
+    /// Caches a listing made under `generation`; `snapshot`, when the driver stamped every
+    /// directory, lets it be re-validated after [`LINK_TTL`].
+    pub fn insert_catalog(
+        &self,
+        generation: u64,
+        repositories: Arc<Vec<String>>,
+        snapshot: Option<Arc<CatalogSnapshot>>,
+    ) {
         let mut entry = self.catalog_entry();
         if entry.generation == generation {
             entry.repositories = Some((repositories, Instant::now()));
+            entry.snapshot = snapshot;
         }
+    }
+
+    /// The last walk's snapshot, if no write of this process may have changed the catalog
+    /// since `generation`.
+    pub fn catalog_snapshot(&self, generation: u64) -> Option<Arc<CatalogSnapshot>> {
+        let entry = self.catalog_entry();
+        (entry.generation == generation)
+            .then(|| entry.snapshot.clone())
+            .flatten()
     }
 
     /// Called on every write that may create a repository.
@@ -147,5 +182,19 @@ impl Caches {
         let mut entry = self.catalog_entry();
         entry.generation += 1;
         entry.repositories = None;
+        entry.snapshot = None;
+    }
+
+    /// A repository's sorted tag names, if they were listed when its `tags` directory had
+    /// `stamp`.
+    pub fn tag_list(&self, tags_dir: &StoragePath, stamp: DirStamp) -> Option<Arc<Vec<String>>> {
+        self.tag_lists
+            .get(tags_dir)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, tags)| tags)
+    }
+
+    pub fn insert_tag_list(&self, tags_dir: StoragePath, stamp: DirStamp, tags: Arc<Vec<String>>) {
+        self.tag_lists.insert(tags_dir, (stamp, tags));
     }
 }

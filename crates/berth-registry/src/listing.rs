@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use berth_oci::{RepoName, Tag};
 
+use crate::cache::CatalogSnapshot;
 use crate::{Error, Registry, Result, layout};
 
 /// One page of a listing.
@@ -43,18 +42,6 @@ fn paginate(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
 }
 
 impl Registry {
-    /// Every tag of a repository, sorted. Directories that are not valid tags are skipped.
-    pub(crate) async fn all_tags(&self, repo: &RepoName) -> Result<Vec<Tag>> {
-        let names = match self.driver().list(&layout::tags_dir(repo)).await {
-            Ok(names) => names,
-            Err(e) if e.is_not_found() => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let mut tags: Vec<Tag> = names.iter().filter_map(|n| Tag::parse(n).ok()).collect();
-        tags.sort();
-        Ok(tags)
-    }
-
     /// A page of a repository's tags. NameUnknown when the repository does not exist.
     pub async fn list_tags(
         &self,
@@ -62,18 +49,47 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page> {
-        match self.driver().stat(&layout::repository(repo)).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                return Err(Error::NameUnknown {
-                    name: repo.to_string(),
-                });
-            }
-            Err(e) => return Err(e.into()),
+        let tags = self.tag_names(repo).await?;
+        Ok(paginate(tags.as_ref().clone(), n, last))
+    }
+
+    /// Every tag of a repository, sorted; directories that are not valid tags are skipped.
+    /// Reused from the cache while the `tags` directory's stamp says nothing changed.
+    async fn tag_names(&self, repo: &RepoName) -> Result<Arc<Vec<String>>> {
+        let dir = layout::tags_dir(repo);
+        let dirs = std::slice::from_ref(&dir);
+        if let Some(Some(stamp)) = self.driver().stamps(dirs).await.pop()
+            && let Some(tags) = self.inner.caches.tag_list(&dir, stamp)
+        {
+            return Ok(tags);
         }
-        let tags = self.all_tags(repo).await?;
-        let names: Vec<String> = tags.into_iter().map(|t| t.as_str().to_owned()).collect();
-        Ok(paginate(names, n, last))
+        let listed = self.driver().list_stamped(dirs).await.pop();
+        let listing = match listed {
+            Some(Ok(listing)) => listing,
+            Some(Err(e)) if e.is_not_found() => {
+                // No tags directory: an empty repository, or none at all.
+                return match self.driver().stat(&layout::repository(repo)).await {
+                    Ok(_) => Ok(Arc::default()),
+                    Err(e) if e.is_not_found() => Err(Error::NameUnknown {
+                        name: repo.to_string(),
+                    }),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(Arc::default()),
+        };
+        let mut tags: Vec<String> = listing
+            .names
+            .into_iter()
+            .filter(|n| Tag::parse(n).is_ok())
+            .collect();
+        tags.sort_by(|a, b| path_order(a, b));
+        let tags = Arc::new(tags);
+        if let Some(stamp) = listing.stamp {
+            self.inner.caches.insert_tag_list(dir, stamp, tags.clone());
+        }
+        Ok(tags)
     }
 
     /// A page of the catalog: every repository that has a `_layers` or `_manifests`
@@ -91,25 +107,41 @@ impl Registry {
             Ok(hit) => return Ok(hit),
             Err(generation) => generation,
         };
+        if let Some(snapshot) = self.inner.caches.catalog_snapshot(generation) {
+            let now = self.driver().stamps(&snapshot.dirs).await;
+            let unchanged = now.len() == snapshot.stamps.len()
+                && now
+                    .iter()
+                    .zip(&snapshot.stamps)
+                    .all(|(n, s)| n.as_ref() == Some(s));
+            if unchanged {
+                let repositories = snapshot.repositories.clone();
+                self.inner
+                    .caches
+                    .insert_catalog(generation, repositories.clone(), Some(snapshot));
+                return Ok(repositories);
+            }
+        }
         let mut repos = Vec::new();
-        // Breadth first, each level's directories listed concurrently: the walk costs about
+        let (mut dirs, mut stamps, mut all_stamped) = (Vec::new(), Vec::new(), true);
+        // Breadth first, each level's directories listed in one batch: the walk costs about
         // as many round trips as the names have levels, not one per directory.
         let mut level = vec![(layout::repositories_root(), String::new())];
         while !level.is_empty() {
-            let listed: Vec<_> = futures_util::stream::iter(level.drain(..))
-                .map(|(dir, name)| async move {
-                    let children = self.driver().list(&dir).await;
-                    (dir, name, children)
-                })
-                .buffer_unordered(LIST_CONCURRENCY)
-                .collect()
-                .await;
-            for (dir, name, children) in listed {
-                let children = match children {
-                    Ok(c) => c,
+            let paths: Vec<_> = level.iter().map(|(dir, _)| dir.clone()).collect();
+            let listed = self.driver().list_stamped(&paths).await;
+            for ((dir, name), listing) in std::mem::take(&mut level).into_iter().zip(listed) {
+                let listing = match listing {
+                    Ok(l) => l,
+                    // Gone since its parent was listed; the parent's stamp has changed.
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e.into()),
                 };
+                match listing.stamp {
+                    Some(stamp) => stamps.push(stamp),
+                    None => all_stamped = false,
+                }
+                let children = listing.names;
                 let is_repo = children.iter().any(|c| c == "_layers" || c == "_manifests");
                 if is_repo && RepoName::parse(&name).is_ok() {
                     repos.push(name.clone());
@@ -126,17 +158,24 @@ impl Registry {
                     };
                     level.push((path, child_name));
                 }
+                dirs.push(dir);
             }
         }
         repos.sort_by(|a, b| path_order(a, b));
         let repos = Arc::new(repos);
-        self.inner.caches.insert_catalog(generation, repos.clone());
+        let snapshot = (all_stamped && !dirs.is_empty()).then(|| {
+            Arc::new(CatalogSnapshot {
+                dirs,
+                stamps,
+                repositories: repos.clone(),
+            })
+        });
+        self.inner
+            .caches
+            .insert_catalog(generation, repos.clone(), snapshot);
         Ok(repos)
     }
 }
-
-/// Directories listed at once while walking the repository tree.
-const LIST_CONCURRENCY: usize = 32;
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ByteStream, FileInfo, FileWriter, Metadata, Result, StorageDriver, StorageError, StoragePath,
+    ByteStream, DirStamp, FileInfo, FileWriter, Listing, Metadata, Result, StorageDriver,
+    StorageError, StoragePath,
 };
 
 const NAME: &str = "filesystem";
@@ -255,21 +256,72 @@ impl StorageDriver for FsDriver {
 
     async fn list(&self, path: &StoragePath) -> Result<Vec<String>> {
         let full = self.full(path);
-        blocking(move || {
-            let mut names = Vec::new();
-            for entry in fs::read_dir(full)? {
-                let name = entry?.file_name();
-                // Skip temporaries and anything that could not be a StoragePath component.
-                if let Some(n) = name.to_str()
-                    && !n.starts_with('.')
-                {
-                    names.push(n.to_owned());
+        blocking(move || read_names(&full))
+            .await
+            .map_err(|e| Self::err("list", path, e))
+    }
+
+    async fn list_stamped(&self, dirs: &[StoragePath]) -> Vec<Result<Listing>> {
+        let batches = dirs.chunks(STAMP_BATCH).map(|batch| {
+            let batch: Vec<(StoragePath, PathBuf)> =
+                batch.iter().map(|d| (d.clone(), self.full(d))).collect();
+            async move {
+                let listed = blocking({
+                    let batch = batch.clone();
+                    move || {
+                        Ok(batch
+                            .into_iter()
+                            .map(|(_, full)| list_one_stamped(&full))
+                            .collect::<Vec<_>>())
+                    }
+                })
+                .await;
+                match listed {
+                    Ok(listed) => listed
+                        .into_iter()
+                        .zip(&batch)
+                        .map(|(r, (dir, _))| r.map_err(|e| Self::err("list", dir, e)))
+                        .collect(),
+                    Err(e) => batch
+                        .iter()
+                        .map(|(dir, _)| {
+                            Err(Self::err(
+                                "list",
+                                dir,
+                                io::Error::new(e.kind(), e.to_string()),
+                            ))
+                        })
+                        .collect::<Vec<_>>(),
                 }
             }
-            Ok(names)
-        })
-        .await
-        .map_err(|e| Self::err("list", path, e))
+        });
+        futures_util::future::join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn stamps(&self, dirs: &[StoragePath]) -> Vec<Option<DirStamp>> {
+        let batches = dirs.chunks(STAMP_BATCH).map(|batch| {
+            let full: Vec<PathBuf> = batch.iter().map(|d| self.full(d)).collect();
+            let n = full.len();
+            async move {
+                blocking(move || {
+                    Ok(full
+                        .iter()
+                        .map(|f| fs::metadata(f).ok().map(|m| stamp_of(&m)))
+                        .collect::<Vec<_>>())
+                })
+                .await
+                .unwrap_or_else(|_| vec![None; n])
+            }
+        });
+        futures_util::future::join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn walk(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
@@ -337,6 +389,55 @@ impl StorageDriver for FsDriver {
         .await
         .map_err(|e| Self::err("delete", path, e))
     }
+}
+
+/// Directories listed or stamped by one blocking task: big enough that the hop to the
+/// blocking pool is amortised, small enough that a catalog walk uses both cores.
+const STAMP_BATCH: usize = 256;
+
+/// How much older than the listing a directory's modification time must be for its stamp to
+/// be trusted. File times come from the kernel's coarse clock, which ticks every few
+/// milliseconds: a change in the same tick as the one before it leaves the time as it was. A
+/// stamp at least this old cannot share its tick with any change made after the listing.
+const RACY_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn stamp_of(m: &fs::Metadata) -> DirStamp {
+    use std::os::unix::fs::MetadataExt;
+    DirStamp {
+        a: (m.mtime() as u64).wrapping_mul(1_000_000_000) ^ m.mtime_nsec() as u64,
+        b: m.ino() ^ (m.ctime() as u64).rotate_left(32) ^ m.ctime_nsec() as u64,
+    }
+}
+
+/// Lists one directory with a stamp taken before reading it, if the stamp is old enough to be
+/// trusted (see [`RACY_MARGIN`]).
+fn list_one_stamped(dir: &Path) -> io::Result<Listing> {
+    let now = std::time::SystemTime::now();
+    let meta = fs::metadata(dir)?;
+    let settled = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > RACY_MARGIN);
+    let stamp = settled.then(|| stamp_of(&meta));
+    Ok(Listing {
+        names: read_names(dir)?,
+        stamp,
+    })
+}
+
+fn read_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        // Skip temporaries and anything that could not be a StoragePath component.
+        if let Some(n) = name.to_str()
+            && !n.starts_with('.')
+        {
+            names.push(n.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 enum WriteCmd {

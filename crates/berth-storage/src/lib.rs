@@ -98,6 +98,31 @@ pub struct FileInfo {
     pub modified: SystemTime,
 }
 
+/// Evidence that a directory's children have not changed: two equal stamps of one directory,
+/// taken at different times, mean the same set of children. Only drivers that can vouch for
+/// that cheaply give stamps (the filesystem: a directory's modification time changes whenever
+/// an entry is added or removed); object stores have no directories to stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirStamp {
+    /// Driver-defined; compared, never interpreted.
+    pub a: u64,
+    /// Driver-defined; compared, never interpreted.
+    pub b: u64,
+}
+
+/// What [`StorageDriver::list_stamped`] reports for one directory.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// Names of the direct children, unsorted, as [`StorageDriver::list`] gives them.
+    pub names: Vec<String>,
+    /// A stamp that was current *before* the names were read, when the driver can give one
+    /// that a later change is certain to alter.
+    pub stamp: Option<DirStamp>,
+}
+
+/// Directories listed at once by the default [`StorageDriver::list_stamped`].
+const LIST_CONCURRENCY: usize = 32;
+
 /// A storage backend. Paths are always [`StoragePath`]s, so no driver ever sees a path that
 /// could leave its root.
 #[async_trait]
@@ -133,6 +158,28 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// object stores (a thousand keys a request), which is why callers prefer it to reading
     /// files one by one.
     async fn walk(&self, path: &StoragePath) -> Result<Vec<FileInfo>>;
+
+    /// [`StorageDriver::list`] for many directories at once (one batch instead of a round trip
+    /// each), each with a stamp where the driver can give one. Listings that use the stamps
+    /// later ask [`StorageDriver::stamps`] whether anything changed instead of listing again.
+    async fn list_stamped(&self, dirs: &[StoragePath]) -> Vec<Result<Listing>> {
+        let mut listed = Vec::with_capacity(dirs.len());
+        for batch in dirs.chunks(LIST_CONCURRENCY) {
+            let names = futures_util::future::join_all(batch.iter().map(|d| self.list(d))).await;
+            listed.extend(
+                names
+                    .into_iter()
+                    .map(|r| r.map(|names| Listing { names, stamp: None })),
+            );
+        }
+        listed
+    }
+
+    /// The current stamps of `dirs`, in order: `None` for a directory that is absent or that
+    /// the driver cannot stamp (every one, unless the driver overrides this).
+    async fn stamps(&self, dirs: &[StoragePath]) -> Vec<Option<DirStamp>> {
+        vec![None; dirs.len()]
+    }
 
     /// Moves a file, replacing any file at `to`; atomic and durable on return.
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()>;

@@ -193,3 +193,59 @@ async fn catalog_page_size_is_bounded_by_max_entries() {
     let r = s.get(&r.next_link().expect("link")).await;
     assert_eq!(r.json()["repositories"], json!(["d"]));
 }
+
+/// Another process (a second berth, or Distribution) changing the tree is seen by the next
+/// listing once the 1 s cache bound has passed — including after the listings have been cached
+/// with directory stamps, whose re-validation must notice a repository or tag that appears or
+/// disappears on disk without this server's knowledge.
+#[tokio::test]
+async fn listings_see_changes_made_by_another_process() {
+    let s = TestServer::start(Options::default()).await;
+    repos(&s, &["one", "nest/two"]).await;
+    tag_many(&s, "one", &["a", "b"]).await;
+    let v2 = s.v2().join("repositories");
+    async fn catalog(s: &TestServer) -> serde_json::Value {
+        s.get("/v2/_catalog").await.json()["repositories"].clone()
+    }
+    async fn tags(s: &TestServer) -> serde_json::Value {
+        s.get("/v2/one/tags/list").await.json()["tags"].clone()
+    }
+    // Let the directories settle so the walks below are stamped, then cache them.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(catalog(&s).await, json!(["nest/two", "one"]));
+    assert_eq!(tags(&s).await, json!(["a", "b", "latest"]));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        catalog(&s).await,
+        json!(["nest/two", "one"]),
+        "re-validated"
+    );
+    assert_eq!(tags(&s).await, json!(["a", "b", "latest"]), "re-validated");
+
+    // Behind the server's back: a nested repository, a tag, a removed tag.
+    std::fs::create_dir_all(v2.join("nest/two/deeper/_layers")).unwrap();
+    let tag_dir = v2.join("one/_manifests/tags");
+    std::fs::create_dir_all(tag_dir.join("c/current")).unwrap();
+    std::fs::copy(
+        tag_dir.join("a/current/link"),
+        tag_dir.join("c/current/link"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(tag_dir.join("b")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        catalog(&s).await,
+        json!(["nest/two", "nest/two/deeper", "one"])
+    );
+    assert_eq!(tags(&s).await, json!(["a", "c", "latest"]));
+
+    // A repository removed behind its back disappears too.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        catalog(&s).await,
+        json!(["nest/two", "nest/two/deeper", "one"])
+    );
+    std::fs::remove_dir_all(v2.join("nest/two/deeper")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(catalog(&s).await, json!(["nest/two", "one"]));
+}
