@@ -183,11 +183,10 @@ impl Registry {
     }
 
     async fn revision_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(
-            read_link(self.driver(), &layout::revision_link(repo, digest))
-                .await?
-                .is_some_and(|d| &d == digest),
-        )
+        Ok(self
+            .read_link_cached(&layout::revision_link(repo, digest))
+            .await?
+            .is_some_and(|d| &d == digest))
     }
 
     /// Resolves a reference to the digest of a manifest in the repository.
