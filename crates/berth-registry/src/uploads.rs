@@ -89,7 +89,7 @@ impl Sessions {
 }
 
 /// Chunks queued for the hashing thread.
-const HASH_QUEUE_DEPTH: usize = 4;
+const HASH_QUEUE_DEPTH: usize = 2;
 
 /// Streams `body` into `writer`, hashing as it goes. Hashing runs on its own blocking thread
 /// and writing on the driver's, so receiving, hashing and disk IO overlap; chunks are shared

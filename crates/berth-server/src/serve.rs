@@ -45,6 +45,7 @@ pub async fn serve_tls(
     builder
         .http1()
         .title_case_headers(true)
+        .max_buf_size(128 * 1024)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();

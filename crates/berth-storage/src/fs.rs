@@ -27,7 +27,7 @@ const NAME: &str = "filesystem";
 /// Chunks in flight between the request and the writer thread (each at most what hyper
 /// hands over in one read): enough to overlap disk and network, small enough that many
 /// concurrent uploads stay cheap.
-const WRITE_QUEUE_DEPTH: usize = 4;
+const WRITE_QUEUE_DEPTH: usize = 2;
 /// Read buffer for streaming blobs out.
 const READ_CHUNK: usize = 512 * 1024;
 /// Buffers read ahead per reader: memory per pull is at most this times `READ_CHUNK`.
