@@ -446,7 +446,7 @@ enum WriteCmd {
 }
 
 /// Bytes written between two background flushes of a large file.
-const FLUSH_EVERY: u64 = 32 << 20;
+const FLUSH_EVERY: u64 = 8 << 20;
 
 /// Starts the disk writing a large file while it is still arriving. Without it the kernel
 /// holds up to a gigabyte of dirty pages and the final fsync waits for all of them, which
