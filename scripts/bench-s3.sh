@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# berth on S3, measured: the berth-bench workload (crates/berth-bench) against
+#   berth-fs      berth on the filesystem,
+#   berth-s3      berth on a Garage bucket,
+#   dist-s3       Distribution's S3 driver (Debian's docker-registry) on the same Garage,
+# one after the other, then two tables: berth-s3 vs dist-s3 and berth-s3 vs berth-fs. The
+# concurrent-push phase is 32 pushes of 100 MiB at once; its peak RSS is the memory bound's
+# figure. Figures, not a timed test.
+#
+# usage: scripts/bench-s3.sh [--full]
+#   default: quick workload sizes (256 MiB blob, 3 s of manifest load, 100 repositories);
+#   --full: berth-bench's full sizes (1 GiB blob, 15 s, 1,000 repositories).
+# Uses the Garage BERTH_TEST_S3_* names if set, else starts its own (scripts/garage.sh).
+# Results: target/bench-s3/{*.jsonl,*.log,table.md}.
+
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SIZES=(--quick --blob-mib 256)
+[[ ${1:-} == --full ]] && SIZES=()
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)" >&2; }
+
+OUT=$ROOT/target/bench-s3
+mkdir -p "$OUT"
+rm -f "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/table.md
+
+step "building berth and berth-bench (release)"
+cargo build --release -j "${BENCH_JOBS:-2}" -p berth -p berth-bench
+BIN=$(mktemp -d /tmp/berth-bench-s3-bin.XXXXXX)
+cp target/release/berth target/release/berth-bench "$BIN/"
+DISTRIBUTION=/usr/bin/docker-registry
+[[ -x $DISTRIBUTION ]] || {
+    echo "bench-s3.sh: $DISTRIBUTION missing (scripts/install-deps.sh)" >&2
+    exit 1
+}
+
+PID="" WORK="" OWN_GARAGE=0
+cleanup() {
+    if [[ -n $PID ]] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    [[ -n $WORK ]] && rm -rf "$WORK"
+    ((OWN_GARAGE)) && scripts/garage.sh stop
+    rm -rf "$BIN"
+}
+trap cleanup EXIT
+if [[ -z ${BERTH_TEST_S3_ENDPOINT:-} ]]; then
+    step "starting Garage"
+    BERTH_GARAGE_DIR=$(mktemp -d /tmp/berth-bench-garage.XXXXXX)
+    export BERTH_GARAGE_DIR
+    OWN_GARAGE=1
+    scripts/garage.sh start
+    eval "$(scripts/garage.sh env)"
+fi
+
+# bench_one NAME BINARY STORAGE: the workload against one registry; STORAGE is fs or s3.
+bench_one() {
+    local name=$1 bin=$2 storage=$3 port url
+    step "$name"
+    WORK=$(mktemp -d "/tmp/berth-bench-$name.XXXXXX")
+    port=$("$BIN/berth-bench" free-port)
+    url=http://127.0.0.1:$port
+    {
+        printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
+        printf 'http:\n  addr: 127.0.0.1:%s\nstorage:\n  cache:\n    blobdescriptor: inmemory\n' "$port"
+        if [[ $storage == s3 ]]; then
+            # The same bucket, a fresh prefix per registry.
+            printf '  s3:\n    region: %s\n    regionendpoint: %s\n    bucket: %s\n' \
+                "$BERTH_TEST_S3_REGION" "$BERTH_TEST_S3_ENDPOINT" "$BERTH_TEST_S3_BUCKET"
+            printf '    accesskey: %s\n    secretkey: %s\n' \
+                "$BERTH_TEST_S3_ACCESS_KEY" "$BERTH_TEST_S3_SECRET_KEY"
+            printf '    rootdirectory: /bench/%s-%s\n    forcepathstyle: true\n    secure: false\n' \
+                "$name" "$(date +%s)"
+        else
+            printf '  filesystem:\n    rootdirectory: %s/data\n' "$WORK"
+        fi
+    } >"$WORK/config.yml"
+    sync
+    env -u AWS_CA_BUNDLE "$bin" serve "$WORK/config.yml" >>"$OUT/$name.log" 2>&1 &
+    PID=$!
+    "$BIN/berth-bench" run --url "$url" --pid "$PID" --label "$name" "${SIZES[@]}" \
+        --concurrent 32 --concurrent-mib 100 \
+        >"$OUT/$name.jsonl" 2> >(tee -a "$OUT/bench-$name.log" >&2)
+    kill -TERM "$PID"
+    wait "$PID" 2>/dev/null || true
+    PID=""
+    rm -rf "$WORK"
+    WORK=""
+}
+
+bench_one berth-s3 "$BIN/berth" s3
+bench_one dist-s3 "$DISTRIBUTION" s3
+bench_one berth-fs "$BIN/berth" fs
+
+{
+    echo "berth $(git rev-parse --short HEAD) on Garage $(scripts/garage.sh bin | grep -o '[0-9.]*/bin' | cut -d/ -f1), $(date -u +%FT%TZ), $(nproc) cores"
+    echo
+    echo "### berth on S3 vs Distribution's S3 driver (same Garage bucket)"
+    "$BIN/berth-bench" table "$OUT/berth-s3.jsonl" "$OUT/dist-s3.jsonl" --a-name berth-s3 --b-name dist-s3
+    echo
+    echo "### berth on S3 vs berth on the filesystem"
+    "$BIN/berth-bench" table "$OUT/berth-s3.jsonl" "$OUT/berth-fs.jsonl" --a-name berth-s3 --b-name berth-fs
+} >"$OUT/table.md"
+cat "$OUT/table.md"
