@@ -32,7 +32,7 @@ A=http://127.0.0.1:${PORTS[0]} B=http://127.0.0.1:${PORTS[1]} C=http://127.0.0.1
 blob=$E2E_TMP/blob
 make_random_file "$blob" $((13 * 1024 * 1024 + 4321))
 digest=sha256:$(sha256 "$blob")
-piece() { tail -c +$(($1 + 1)) "$blob" | head -c "$2"; }
+piece() { head -c $(($1 + $2)) "$blob" | tail -c "$2"; }
 loc=$(curl -fsS -o /dev/null -D - -X POST "$A/v2/e2e/span/blobs/uploads/" | header /dev/stdin Location)
 [[ -n $loc ]] || fail "POST on A: no Location"
 uuid=${loc##*/uploads/}
@@ -91,17 +91,15 @@ tags=$(curl -fsS "$B/v2/e2e/scatter/tags/list" | jq -c '.tags | sort')
 assert_eq '["img1","img2","img3"]' "$tags" "tags list on one replica shows every push"
 
 # --- 3. a tag moved on A is seen on B and C within the bound -------------------------------
-m1=$(cat "$E2E_TMP/orig1.json")
-m2=$(cat "$E2E_TMP/orig2.json")
 d2=sha256:$(sha256 "$E2E_TMP/orig2.json")
 mt=$(jq -r .mediaType "$E2E_TMP/orig1.json")
 # img2's blobs are in e2e/scatter; point tag "moving" at img1, read it everywhere (caches
 # now hold it), then move it to img2 on A.
-curl -fsS -o /dev/null -X PUT -H "Content-Type: $mt" --data-binary "$m1" "$A/v2/e2e/scatter/manifests/moving"
+curl -fsS -o /dev/null -X PUT -H "Content-Type: $mt" --data-binary "@$E2E_TMP/orig1.json" "$A/v2/e2e/scatter/manifests/moving"
 for base in "$B" "$C"; do
     curl -fsS -o /dev/null -I "$base/v2/e2e/scatter/manifests/moving"
 done
-curl -fsS -o /dev/null -X PUT -H "Content-Type: $mt" --data-binary "$m2" "$A/v2/e2e/scatter/manifests/moving"
+curl -fsS -o /dev/null -X PUT -H "Content-Type: $mt" --data-binary "@$E2E_TMP/orig2.json" "$A/v2/e2e/scatter/manifests/moving"
 moved=$(date +%s%N)
 for base in "$B" "$C"; do
     while true; do

@@ -116,9 +116,13 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
     };
     // RUST_LOG refines per module when set; log.level is the default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // rustls logs every handshake at debug: keep it at info unless RUST_LOG says.
+        // rustls logs every handshake at debug, the AWS SDK every step of every S3 request:
+        // keep them at info unless RUST_LOG says.
         let filter = if matches!(level, "debug" | "trace") {
-            format!("{level},rustls=info")
+            format!(
+                "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+                 aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
+            )
         } else {
             level.to_owned()
         };
