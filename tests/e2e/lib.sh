@@ -256,6 +256,8 @@ storage:
     rootdirectory: /e2e$datadir
     forcepathstyle: true
     secure: false
+  redirect:
+    disable: ${E2E_S3_REDIRECT_DISABLE:-false}
   delete:
     enabled: true
 http:

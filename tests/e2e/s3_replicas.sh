@@ -22,6 +22,8 @@ export BERTH_STORAGE=s3
 SHARED=$E2E_TMP/shared
 PORTS=()
 for r in a b c; do
+    # A and B redirect blob GETs to presigned URLs (the default on S3); C serves the bytes.
+    [[ $r == c ]] && export E2E_S3_REDIRECT_DISABLE=true
     start_registry berth "$SHARED" "$(free_port)"
     PORTS+=("$REG_PORT")
     log "replica $r on $REG_PORT"
@@ -55,11 +57,16 @@ code=$(piece "$offset" "$rest" | curl -sS -o /dev/null -w '%{http_code}' -X PUT 
     -H 'Content-Type: application/octet-stream' --data-binary @- "$C$path?digest=$digest")
 assert_eq 201 "$code" "PUT with the last $rest bytes on replica C (re-hashes what A and B stored)"
 for base in "$A" "$B" "$C"; do
-    curl -fsS -o "$E2E_TMP/back" "$base/v2/e2e/span/blobs/$digest"
+    # -L: on S3, berth answers blob GETs with a redirect to a presigned URL by default.
+    curl -fsSL -o "$E2E_TMP/back" "$base/v2/e2e/span/blobs/$digest"
     check_blob "$E2E_TMP/back" "$digest" "$(stat -c %s "$blob")" "blob read back from $base"
 done
-assert_eq 206 "$(http_code GET "$B/v2/e2e/span/blobs/$digest" -H 'Range: bytes=6291450-6291460')" \
-    "ranged GET across segment boundaries"
+assert_eq 307 "$(http_code GET "$B/v2/e2e/span/blobs/$digest")" "blob GET redirects to the bucket"
+assert_eq 206 "$(http_code GET "$B/v2/e2e/span/blobs/$digest" -L -H 'Range: bytes=6291450-6291460')" \
+    "ranged GET through the redirect"
+assert_eq 206 "$(http_code GET "$C/v2/e2e/span/blobs/$digest" -H 'Range: bytes=6291450-6291460')" \
+    "ranged GET served by berth (storage.redirect.disable)"
+unset E2E_S3_REDIRECT_DISABLE
 
 # --- 2. pushes and pulls scattered request by request ------------------------------------
 LB_PORT=$(free_port)

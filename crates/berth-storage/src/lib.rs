@@ -144,6 +144,19 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Deletes a file or a whole directory tree. NotFound when absent.
     async fn delete(&self, path: &StoragePath) -> Result<()>;
+
+    /// Whether [`StorageDriver::redirect_url`] may answer: blob GETs then cost the registry
+    /// one link check and a URL, and the bytes flow from the store to the client directly.
+    fn redirects(&self) -> bool {
+        false
+    }
+
+    /// A URL, valid for a while, where a client can GET the file's bytes itself (a presigned
+    /// S3 URL); `None` when the driver serves bytes only through [`StorageDriver::reader`].
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// An open file being written.

@@ -74,6 +74,8 @@ const COPY_RANGE: u64 = 1024 * 1024 * 1024;
 const COPY_CONCURRENCY: usize = 8;
 /// What separates a file's key from its segments' prefix.
 const SEGMENTS: &str = "~seg/";
+/// How long a presigned blob URL stays valid.
+const REDIRECT_VALIDITY: Duration = Duration::from_secs(20 * 60);
 /// Chunks buffered between a segmented read's GETs and the client.
 const READ_QUEUE_DEPTH: usize = 4;
 
@@ -99,6 +101,9 @@ pub struct S3Options {
     pub secure: bool,
     /// `multipartcopythresholdsize`: above this, moves use multipart copy.
     pub multipart_copy_threshold: u64,
+    /// Blob GETs answered with a redirect to a presigned URL (Distribution's default;
+    /// `storage.redirect.disable: true` turns it off).
+    pub redirect: bool,
 }
 
 impl Default for S3Options {
@@ -114,6 +119,7 @@ impl Default for S3Options {
             chunk_size: 10 * 1024 * 1024,
             secure: true,
             multipart_copy_threshold: 32 * 1024 * 1024,
+            redirect: true,
         }
     }
 }
@@ -131,6 +137,7 @@ struct Inner {
     prefix: String,
     chunk_size: usize,
     copy_threshold: u64,
+    redirect: bool,
 }
 
 impl std::fmt::Debug for S3Driver {
@@ -230,6 +237,7 @@ impl S3Driver {
                 prefix: options.root_directory.trim_matches('/').to_owned(),
                 chunk_size: options.chunk_size as usize,
                 copy_threshold: options.multipart_copy_threshold.min(MAX_PART),
+                redirect: options.redirect,
             }),
         })
     }
@@ -628,6 +636,7 @@ fn sdk_io<E: std::error::Error + Send + Sync + 'static>(
 ) -> io::Error {
     let kind = match status(&e) {
         Some(404) => io::ErrorKind::NotFound,
+        Some(416) => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, DisplayErrorContext(e).to_string())
@@ -702,33 +711,10 @@ impl StorageDriver for S3Driver {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ByteStream> {
-        // The common case, a whole blob: one GET and no HEAD.
-        if offset == 0 && !path.as_str().is_empty() {
-            match self.get_range(&self.key(path), None).await {
-                Ok(body) => {
-                    let size = body.size_hint().1.unwrap_or(u64::MAX);
-                    return Ok(sdk_stream(body, len.unwrap_or(size).min(size)));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("read", path, e)),
-            }
-        } else if let Some((size, _)) = self.head(path).await? {
-            if offset > size {
-                return Err(StorageError::InvalidOffset {
-                    driver: NAME,
-                    path: path.clone(),
-                    offset,
-                });
-            }
-            let len = len.unwrap_or(size - offset).min(size - offset);
-            if len == 0 {
-                return Ok(futures_util::stream::empty().boxed());
-            }
-            let body = self
-                .get_range(&self.key(path), Some((offset, offset + len - 1)))
-                .await
-                .map_err(|e| io_err("read", path, e))?;
-            return Ok(sdk_stream(body, len));
+        if !path.as_str().is_empty()
+            && let Some(stream) = self.read_object(path, offset, len).await?
+        {
+            return Ok(stream);
         }
         let segments = self.segments(path).await?;
         if segments.is_empty() {
@@ -946,6 +932,29 @@ impl StorageDriver for S3Driver {
         self.delete_keys(from, keys).await
     }
 
+    fn redirects(&self) -> bool {
+        self.inner.redirect
+    }
+
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>> {
+        if !self.inner.redirect {
+            return Ok(None);
+        }
+        // Distribution's lifetime for these URLs: long enough for a slow pull to start.
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(REDIRECT_VALIDITY)
+            .map_err(|e| io_err("presign", path, io::Error::other(e)))?;
+        let request = self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(self.key(path))
+            .presigned(config)
+            .await
+            .map_err(|e| io_err("presign", path, sdk_io(e)))?;
+        Ok(Some(request.uri().to_owned()))
+    }
+
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         let root = path.as_str().is_empty() && self.inner.prefix.is_empty();
         let dir_prefix = self.dir_prefix(path);
@@ -985,6 +994,49 @@ impl StorageDriver for S3Driver {
 }
 
 impl S3Driver {
+    /// Streams part of an ordinary object; `None` when there is no such object (the path may
+    /// be a segmented file).
+    async fn read_object(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ByteStream>> {
+        let key = self.key(path);
+        // The common case, a whole blob or its start: one ranged GET, no HEAD first.
+        if offset == 0 && len != Some(0) {
+            match self.get_range(&key, len.map(|l| (0, l - 1))).await {
+                Ok(body) => {
+                    let size = body.size_hint().1.unwrap_or(u64::MAX);
+                    return Ok(Some(sdk_stream(body, len.unwrap_or(size).min(size))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                // 416: a range of an empty object; the HEAD below sorts it out.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+                Err(e) => return Err(io_err("read", path, e)),
+            }
+        }
+        let Some((size, _)) = self.head(path).await? else {
+            return Ok(None);
+        };
+        if offset > size {
+            return Err(StorageError::InvalidOffset {
+                driver: NAME,
+                path: path.clone(),
+                offset,
+            });
+        }
+        let len = len.unwrap_or(size - offset).min(size - offset);
+        if len == 0 {
+            return Ok(Some(futures_util::stream::empty().boxed()));
+        }
+        let body = self
+            .get_range(&key, Some((offset, offset + len - 1)))
+            .await
+            .map_err(|e| io_err("read", path, e))?;
+        Ok(Some(sdk_stream(body, len)))
+    }
+
     async fn segments_keys(&self, path: &StoragePath) -> io::Result<Vec<String>> {
         let (objects, _) = self
             .list_keys(&self.segments_prefix(path), false, None)

@@ -35,6 +35,7 @@ fn options() -> Option<S3Options> {
         secure: false,
         // Low, so moves above 5 MiB take the multipart-copy path.
         multipart_copy_threshold: 5 * 1024 * 1024,
+        redirect: true,
     })
 }
 
@@ -43,4 +44,28 @@ async fn s3_driver_passes_the_suite() {
     let Some(options) = options() else { return };
     let driver = S3Driver::new(options).await.unwrap();
     suite::run_all(Arc::new(driver), 5 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_presigned_urls_serve_the_object() {
+    use berth_storage::StorageDriver;
+    let Some(options) = options() else { return };
+    let driver = S3Driver::new(options).await.unwrap();
+    let path = suite::p("r/blob");
+    driver
+        .put(&path, bytes::Bytes::from_static(b"redirected"))
+        .await
+        .unwrap();
+    assert!(driver.redirects());
+    let url = driver.redirect_url(&path).await.unwrap().unwrap();
+    let body = std::process::Command::new("curl")
+        .args(["-fsS", &url])
+        .output()
+        .unwrap();
+    assert!(
+        body.status.success(),
+        "{}",
+        String::from_utf8_lossy(&body.stderr)
+    );
+    assert_eq!(body.stdout, b"redirected");
 }

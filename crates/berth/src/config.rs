@@ -121,6 +121,8 @@ pub struct Storage {
     pub filesystem: Option<Filesystem>,
     pub delete: Enabled,
     pub maintenance: Maintenance,
+    /// `storage.redirect.disable`: serve blob bytes through berth even from object storage.
+    pub redirect: Redirect,
     pub s3: Option<S3>,
     pub azure: Option<serde_yaml::Value>,
     pub gcs: Option<serde_yaml::Value>,
@@ -134,6 +136,14 @@ pub struct Storage {
 pub struct Filesystem {
     #[serde(deserialize_with = "lenient_string")]
     pub rootdirectory: Option<String>,
+}
+
+/// `storage.redirect`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Redirect {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub disable: bool,
 }
 
 /// `storage.s3`: Distribution's keys and defaults (`registry/storage/driver/s3-aws`). Keys
@@ -190,6 +200,7 @@ impl Default for S3 {
 
 impl S3 {
     /// The driver options; credentials only when both keys are given (else the AWS chain).
+    /// Redirects follow `storage.redirect.disable`, set by the caller.
     pub fn options(&self) -> berth_storage::S3Options {
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         berth_storage::S3Options {
@@ -202,6 +213,7 @@ impl S3 {
             chunk_size: self.chunksize,
             secure: self.secure,
             multipart_copy_threshold: self.multipartcopythresholdsize,
+            redirect: true,
         }
     }
 }

@@ -221,7 +221,8 @@ async fn build_driver(
     config: &config::Config,
 ) -> Result<(Arc<dyn berth_storage::StorageDriver>, String), String> {
     if let Some(s3) = &config.storage.s3 {
-        let options = s3.options();
+        let mut options = s3.options();
+        options.redirect = !config.storage.redirect.disable;
         let described = format!(
             "s3://{}/{} ({})",
             options.bucket,

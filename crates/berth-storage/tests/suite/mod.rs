@@ -88,6 +88,15 @@ pub async fn small_objects(d: Driver) {
     d.put(&p("t/a/empty"), Bytes::new()).await.unwrap();
     assert_eq!(d.get(&p("t/a/empty")).await.unwrap(), "");
     assert_eq!(d.stat(&p("t/a/empty")).await.unwrap().size, 0);
+    assert_eq!(read(&d, &p("t/a/empty"), 0, None).await, b"");
+    assert_eq!(read(&d, &p("t/a/empty"), 0, Some(5)).await, b"");
+    assert_eq!(read(&d, &p("t/a/b/c"), 0, Some(2)).await, b"by");
+    assert_eq!(read(&d, &p("t/a/b/c"), 0, Some(0)).await, b"");
+    assert_eq!(read(&d, &p("t/a/b/c"), 1, None).await, b"ye");
+    assert!(matches!(
+        d.reader(&p("t/a/b/c"), 4, None).await.err().unwrap(),
+        StorageError::InvalidOffset { .. }
+    ));
     // A name that only starts like another is not the other.
     assert!(d.stat(&p("t/a/b/cc")).await.unwrap_err().is_not_found());
     assert!(d.stat(&p("t/a/bb")).await.unwrap_err().is_not_found());
