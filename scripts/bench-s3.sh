@@ -3,7 +3,9 @@
 #   berth-fs      berth on the filesystem,
 #   berth-s3      berth on a Garage bucket,
 #   dist-s3       Distribution's S3 driver (Debian's docker-registry) on the same Garage,
-# one after the other, then two tables: berth-s3 vs dist-s3 and berth-s3 vs berth-fs. The
+#   *-s3-proxy    the same two with storage.redirect.disable (bytes through the registry),
+# one after the other, then three tables: berth-s3 vs dist-s3, the -proxy pair, and
+# berth-s3 vs berth-fs. The
 # concurrent-push phase is 32 pushes of 100 MiB at once; its peak RSS is the memory bound's
 # figure. Figures, not a timed test.
 #
@@ -54,7 +56,9 @@ if [[ -z ${BERTH_TEST_S3_ENDPOINT:-} ]]; then
     eval "$(scripts/garage.sh env)"
 fi
 
-# bench_one NAME BINARY STORAGE: the workload against one registry; STORAGE is fs or s3.
+# bench_one NAME BINARY STORAGE: the workload against one registry; STORAGE is fs, s3
+# (blob GETs redirected to presigned URLs, the default of both programs) or s3-proxy
+# (storage.redirect.disable: the registry streams blob bytes itself).
 bench_one() {
     local name=$1 bin=$2 storage=$3 port url
     step "$name"
@@ -64,7 +68,10 @@ bench_one() {
     {
         printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
         printf 'http:\n  addr: 127.0.0.1:%s\nstorage:\n  cache:\n    blobdescriptor: inmemory\n' "$port"
-        if [[ $storage == s3 ]]; then
+        if [[ $storage == s3-proxy ]]; then
+            printf '  redirect:\n    disable: true\n'
+        fi
+        if [[ $storage == s3* ]]; then
             # The same bucket, a fresh prefix per registry.
             printf '  s3:\n    region: %s\n    regionendpoint: %s\n    bucket: %s\n' \
                 "$BERTH_TEST_S3_REGION" "$BERTH_TEST_S3_ENDPOINT" "$BERTH_TEST_S3_BUCKET"
@@ -91,6 +98,8 @@ bench_one() {
 
 bench_one berth-s3 "$BIN/berth" s3
 bench_one dist-s3 "$DISTRIBUTION" s3
+bench_one berth-s3-proxy "$BIN/berth" s3-proxy
+bench_one dist-s3-proxy "$DISTRIBUTION" s3-proxy
 bench_one berth-fs "$BIN/berth" fs
 
 {
@@ -98,6 +107,9 @@ bench_one berth-fs "$BIN/berth" fs
     echo
     echo "### berth on S3 vs Distribution's S3 driver (same Garage bucket)"
     "$BIN/berth-bench" table "$OUT/berth-s3.jsonl" "$OUT/dist-s3.jsonl" --a-name berth-s3 --b-name dist-s3
+    echo
+    echo "### both streaming blob bytes themselves (storage.redirect.disable: true)"
+    "$BIN/berth-bench" table "$OUT/berth-s3-proxy.jsonl" "$OUT/dist-s3-proxy.jsonl" --a-name berth-s3-proxy --b-name dist-s3-proxy
     echo
     echo "### berth on S3 vs berth on the filesystem"
     "$BIN/berth-bench" table "$OUT/berth-s3.jsonl" "$OUT/berth-fs.jsonl" --a-name berth-s3 --b-name berth-fs

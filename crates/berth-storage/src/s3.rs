@@ -35,6 +35,9 @@
 //! Memory per upload in progress is at most two segments: the one filling and the one being
 //! sent (2 × `chunksize`, 20 MiB by default). Reads stream with one GET in flight.
 //!
+//! With `redirect` on, [`StorageDriver::redirect_url`] hands out presigned GET URLs (20
+//! minutes), so blob pulls can go from the bucket to the client without passing through berth.
+//!
 //! Concurrent appends to one file from two processes are not serialised (nor are they in
 //! Distribution); the registry refuses a PATCH whose `Content-Range` does not start at the
 //! current size, and the spec has clients send chunks in order.
@@ -454,24 +457,10 @@ impl S3Driver {
                 .map_err(|e| io_err("copy", path, sdk_io(e)))?;
             return Ok(());
         }
-        // Parts: each segment whole, or in ranges when over the part limit (the last range
-        // of a segment folded into the one before when it would be under S3's minimum).
-        let mut parts: Vec<(String, Option<(u64, u64)>)> = Vec::new();
-        for s in source {
-            if s.size <= MAX_PART {
-                parts.push((s.key.clone(), None));
-                continue;
-            }
-            let mut start = 0;
-            while start < s.size {
-                let mut end = (start + COPY_RANGE).min(s.size);
-                if s.size - end < MIN_PART {
-                    end = s.size;
-                }
-                parts.push((s.key.clone(), Some((start, end - 1))));
-                start = end;
-            }
-        }
+        let parts: Vec<(String, Option<(u64, u64)>)> = plan_parts(source.iter().map(|s| s.size))
+            .into_iter()
+            .map(|(idx, range)| (source[idx].key.clone(), range))
+            .collect();
         if parts.len() > MAX_PARTS {
             return Err(io_err(
                 "copy",
@@ -605,6 +594,30 @@ impl S3Driver {
         })
         .boxed()
     }
+}
+
+/// The parts of a multipart copy of pieces of these sizes, as (piece index, inclusive byte
+/// range or the whole piece): each piece whole, or in [`COPY_RANGE`] ranges when it is over
+/// S3's part limit, the last range folded into the one before when it would be under S3's
+/// minimum.
+fn plan_parts(sizes: impl Iterator<Item = u64>) -> Vec<(usize, Option<(u64, u64)>)> {
+    let mut parts = Vec::new();
+    for (idx, size) in sizes.enumerate() {
+        if size <= MAX_PART {
+            parts.push((idx, None));
+            continue;
+        }
+        let mut start = 0;
+        while start < size {
+            let mut end = (start + COPY_RANGE).min(size);
+            if size - end < MIN_PART {
+                end = size;
+            }
+            parts.push((idx, Some((start, end - 1))));
+            start = end;
+        }
+    }
+    parts
 }
 
 fn sdk_stream(body: SdkByteStream, limit: u64) -> ByteStream {
@@ -1138,6 +1151,25 @@ impl FileWriter for S3Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_pieces_are_copied_in_ranges_within_part_limits() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        // Ten-MiB segments stay whole.
+        assert_eq!(
+            plan_parts([10 << 20, 10 << 20, 3].into_iter()),
+            vec![(0, None), (1, None), (2, None)]
+        );
+        // A 10 GiB object plus 1 MiB: ten 1 GiB ranges, the 1 MiB tail folded into the last.
+        let parts = plan_parts([10 * GIB + (1 << 20)].into_iter());
+        assert_eq!(parts.len(), 10);
+        assert_eq!(parts[0], (0, Some((0, GIB - 1))));
+        assert_eq!(parts[9], (0, Some((9 * GIB, 10 * GIB + (1 << 20) - 1))));
+        for (_, range) in &parts {
+            let (start, end) = range.unwrap();
+            assert!(end - start < MAX_PART && end + 1 - start >= MIN_PART);
+        }
+    }
 
     #[test]
     fn copy_source_is_encoded() {
