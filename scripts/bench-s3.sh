@@ -9,9 +9,11 @@
 # concurrent-push phase is 32 pushes of 100 MiB at once; its peak RSS is the memory bound's
 # figure. Figures, not a timed test.
 #
-# usage: scripts/bench-s3.sh [--full]
+# usage: scripts/bench-s3.sh [--full | --big GIB]
 #   default: quick workload sizes (256 MiB blob, 3 s of manifest load, 100 repositories);
-#   --full: berth-bench's full sizes (1 GiB blob, 15 s, 1,000 repositories).
+#   --full: berth-bench's full sizes (1 GiB blob, 15 s, 1,000 repositories);
+#   --big GIB: instead, push one GIB-GiB layer to berth on S3 in 1 GiB PATCHes, pull it back
+#   through berth, and report times, the digest check and berth's peak RSS.
 # Uses the Garage BERTH_TEST_S3_* names if set, else starts its own (scripts/garage.sh).
 # Results: target/bench-s3/{*.jsonl,*.log,table.md}.
 
@@ -19,7 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SIZES=(--quick --blob-mib 256)
-[[ ${1:-} == --full ]] && SIZES=()
+BIG=0
+case ${1:-} in
+    --full) SIZES=() ;;
+    --big) BIG=${2:?--big needs a size in GiB} ;;
+esac
 step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)" >&2; }
 
 OUT=$ROOT/target/bench-s3
@@ -95,6 +101,53 @@ bench_one() {
     rm -rf "$WORK"
     WORK=""
 }
+
+# big_layer GIB: one layer of GIB GiB through berth on S3 (bytes through berth both ways).
+big_layer() {
+    local gib=$1 port url digest loc path start secs peak=0 rss got
+    WORK=$(mktemp -d /tmp/berth-bench-big.XXXXXX)
+    port=$("$BIN/berth-bench" free-port)
+    url=http://127.0.0.1:$port
+    printf 'version: 0.1\nlog:\n  level: warn\nhttp:\n  addr: 127.0.0.1:%s\nstorage:\n  redirect:\n    disable: true\n  s3:\n    region: %s\n    regionendpoint: %s\n    bucket: %s\n    accesskey: %s\n    secretkey: %s\n    rootdirectory: /bench/big-%s\n    forcepathstyle: true\n' \
+        "$port" "$BERTH_TEST_S3_REGION" "$BERTH_TEST_S3_ENDPOINT" "$BERTH_TEST_S3_BUCKET" \
+        "$BERTH_TEST_S3_ACCESS_KEY" "$BERTH_TEST_S3_SECRET_KEY" "$(date +%s)" >"$WORK/config.yml"
+    env -u AWS_CA_BUNDLE "$BIN/berth" serve "$WORK/config.yml" >>"$OUT/big.log" 2>&1 &
+    PID=$!
+    # A deterministic, incompressible stream: AES-CTR of zeros.
+    stream() { openssl enc -aes-128-ctr -nosalt -pass pass:berth -pbkdf2 </dev/zero 2>/dev/null | head -c $((gib << 30)); }
+    step "hashing the $gib GiB layer (not timed)"
+    digest=sha256:$(stream | sha256sum | cut -d' ' -f1)
+    (while kill -0 "$PID" 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$PID/status" 2>/dev/null; sleep 0.2; done >"$WORK/rss") &
+    sleep 0.5
+    loc=$(curl -fsS -o /dev/null -D - -X POST "$url/v2/bench/big/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location" {print $2}')
+    path=${loc#http://*/}
+    step "pushing $gib GiB in 1 GiB PATCHes"
+    start=$(date +%s.%N)
+    # One stream, cut into 1 GiB PATCHes (head -c reads no further than it writes); curl -T
+    # streams the body instead of loading it.
+    stream | for ((i = 0; i < gib; i++)); do
+        head -c $((1 << 30)) |
+            curl -fsS -o /dev/null -X PATCH -H "Content-Range: $((i << 30))-$((((i + 1) << 30) - 1))" \
+                -H 'Content-Type: application/octet-stream' -T - "$url/$path"
+    done
+    curl -fsS -o /dev/null -X PUT "$url/$path?digest=$digest"
+    secs=$(echo "$(date +%s.%N) - $start" | bc)
+    echo "push $gib GiB: $secs s, $(echo "$gib * 1024 / $secs" | bc) MiB/s" | tee -a "$OUT/table.md"
+    start=$(date +%s.%N)
+    got=sha256:$(curl -fsS "$url/v2/bench/big/blobs/$digest" | sha256sum | cut -d' ' -f1)
+    secs=$(echo "$(date +%s.%N) - $start" | bc)
+    [[ $got == "$digest" ]] || { echo "pulled content hashes to $got, expected $digest" >&2; exit 1; }
+    echo "pull $gib GiB (digest verified): $secs s, $(echo "$gib * 1024 / $secs" | bc) MiB/s" | tee -a "$OUT/table.md"
+    peak=$(sort -n "$WORK/rss" | tail -1)
+    echo "berth peak RSS during push and pull: $((peak / 1024)) MiB" | tee -a "$OUT/table.md"
+    kill -TERM "$PID"
+    wait "$PID" 2>/dev/null || true
+    PID=""
+}
+if ((BIG)); then
+    big_layer "$BIG"
+    exit 0
+fi
 
 bench_one berth-s3 "$BIN/berth" s3
 bench_one dist-s3 "$DISTRIBUTION" s3

@@ -56,7 +56,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
@@ -162,8 +162,8 @@ struct Segment {
 }
 
 impl S3Driver {
-    /// Connects to the bucket described by `options`. Nothing is sent yet; a wrong endpoint
-    /// or key shows on the first request.
+    /// Connects to the bucket described by `options` and checks that it answers (HeadBucket),
+    /// so a wrong endpoint, bucket or key fails at start-up.
     pub async fn new(options: S3Options) -> std::result::Result<Self, String> {
         if options.bucket.is_empty() {
             return Err("storage.s3.bucket is required".into());
@@ -233,9 +233,23 @@ impl S3Driver {
             };
             builder = builder.endpoint_url(url);
         }
+        let client = Client::from_conf(builder.build());
+        // Fail at start-up, with the reason, rather than serve an empty registry.
+        client
+            .head_bucket()
+            .bucket(&options.bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach bucket {:?}: {}",
+                    options.bucket,
+                    DisplayErrorContext(e)
+                )
+            })?;
         Ok(S3Driver {
             inner: Arc::new(Inner {
-                client: Client::from_conf(builder.build()),
+                client,
                 bucket: options.bucket,
                 prefix: options.root_directory.trim_matches('/').to_owned(),
                 chunk_size: options.chunk_size as usize,
@@ -417,12 +431,29 @@ impl S3Driver {
     }
 
     async fn put_object(&self, key: String, content: Bytes) -> io::Result<()> {
+        self.put_chunks(key, vec![content]).await
+    }
+
+    /// Stores the concatenation of `chunks` as one object. The chunks are the request
+    /// bodies' own buffers, sent as they are: no copy into one large allocation (which the
+    /// allocator would keep after the upload), and re-sent from the start on a retry.
+    async fn put_chunks(&self, key: String, chunks: Vec<Bytes>) -> io::Result<()> {
+        let length: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let chunks = Arc::new(chunks);
+        let body = aws_sdk_s3::primitives::SdkBody::retryable(move || {
+            aws_sdk_s3::primitives::SdkBody::from_body_1_x(ChunksBody {
+                chunks: chunks.clone(),
+                next: 0,
+                remaining: length,
+            })
+        });
         self.inner
             .client
             .put_object()
             .bucket(&self.inner.bucket)
             .key(key)
-            .body(SdkByteStream::from(content))
+            .content_length(length as i64)
+            .body(SdkByteStream::new(body))
             .send()
             .await
             .map_err(sdk_io)?;
@@ -620,6 +651,38 @@ fn plan_parts(sizes: impl Iterator<Item = u64>) -> Vec<(usize, Option<(u64, u64)
     parts
 }
 
+/// A request body made of shared chunks, with an exact length.
+struct ChunksBody {
+    chunks: Arc<Vec<Bytes>>,
+    next: usize,
+    remaining: u64,
+}
+
+impl http_body::Body for ChunksBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let Some(chunk) = self.chunks.get(self.next).cloned() else {
+            return std::task::Poll::Ready(None);
+        };
+        self.next += 1;
+        self.remaining -= chunk.len() as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 fn sdk_stream(body: SdkByteStream, limit: u64) -> ByteStream {
     futures_util::stream::unfold((body, limit), |(mut body, left)| async move {
         if left == 0 {
@@ -647,12 +710,15 @@ fn status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<
 fn sdk_io<E: std::error::Error + Send + Sync + 'static>(
     e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> io::Error {
+    let message = DisplayErrorContext(&e).to_string();
     let kind = match status(&e) {
+        // A missing bucket is a broken setup, not an empty registry.
+        Some(404) if message.contains("NoSuchBucket") => io::ErrorKind::Other,
         Some(404) => io::ErrorKind::NotFound,
         Some(416) => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, DisplayErrorContext(e).to_string())
+    io::Error::new(kind, message)
 }
 
 fn io_err(op: &'static str, path: &StoragePath, e: io::Error) -> StorageError {
@@ -793,8 +859,8 @@ impl StorageDriver for S3Driver {
                 ));
             }
             writer.buffer_start = last.offset;
-            writer.buffer.reserve(self.inner.chunk_size);
-            writer.buffer.extend_from_slice(&tail);
+            writer.buffered = tail.len();
+            writer.buffer.push(tail);
         }
         writer.has_segments = !segments.is_empty();
         Ok(Box::new(writer))
@@ -1063,7 +1129,9 @@ impl S3Driver {
 struct S3Writer {
     driver: S3Driver,
     path: StoragePath,
-    buffer: BytesMut,
+    /// What the next segment holds so far, as the chunks received.
+    buffer: Vec<Bytes>,
+    buffered: usize,
     /// Offset in the file of the buffer's first byte.
     buffer_start: u64,
     size: u64,
@@ -1080,7 +1148,8 @@ impl S3Writer {
         S3Writer {
             driver,
             path,
-            buffer: BytesMut::new(),
+            buffer: Vec::new(),
+            buffered: 0,
             buffer_start,
             size,
             has_segments: false,
@@ -1103,14 +1172,15 @@ impl S3Writer {
     /// in order, so a crash leaves a contiguous prefix.
     async fn flush(&mut self) -> Result<()> {
         self.wait_in_flight().await?;
-        let content = self.buffer.split().freeze();
+        let content = std::mem::take(&mut self.buffer);
         let key = self.driver.segment_key(&self.path, self.buffer_start);
-        self.buffer_start += content.len() as u64;
+        self.buffer_start += self.buffered as u64;
+        self.buffered = 0;
         self.has_segments = true;
         self.dirty = false;
         let driver = self.driver.clone();
         self.in_flight = Some(tokio::spawn(async move {
-            driver.put_object(key, content).await
+            driver.put_chunks(key, content).await
         }));
         Ok(())
     }
@@ -1122,14 +1192,13 @@ impl FileWriter for S3Writer {
         self.size += chunk.len() as u64;
         let chunk_size = self.driver.inner.chunk_size;
         while !chunk.is_empty() {
-            if self.buffer.capacity() == 0 {
-                self.buffer.reserve(chunk_size);
-            }
-            let room = chunk_size - self.buffer.len().min(chunk_size);
+            let room = chunk_size - self.buffered.min(chunk_size);
             let take = room.min(chunk.len());
             self.dirty = true;
-            self.buffer.extend_from_slice(&chunk.split_to(take));
-            if self.buffer.len() >= chunk_size {
+            // split_to shares the chunk's allocation: no bytes are copied.
+            self.buffer.push(chunk.split_to(take));
+            self.buffered += take;
+            if self.buffered >= chunk_size {
                 self.flush().await?;
             }
         }
