@@ -104,7 +104,7 @@ bench_one() {
 
 # big_layer GIB: one layer of GIB GiB through berth on S3 (bytes through berth both ways).
 big_layer() {
-    local gib=$1 port url digest loc path start secs peak=0 rss got
+    local gib=$1 port url digest loc path start secs peak=0 got
     WORK=$(mktemp -d /tmp/berth-bench-big.XXXXXX)
     port=$("$BIN/berth-bench" free-port)
     url=http://127.0.0.1:$port
