@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command (README.md; .ci/run calls it). Installs what the tests need
-# on a fresh Debian machine, then: format and lint checks, unit and HTTP integration tests,
-# end-to-end tests driving real clients (skopeo, podman, docker) and Distribution, and a
-# bounded fuzzing run of every parser that sees client input.
+# on a fresh Debian machine (and builds Garage, an S3 server, once), then: format and lint
+# checks, unit and HTTP integration tests (the storage driver suite against the filesystem
+# and against Garage), end-to-end tests driving real clients (skopeo, podman, docker) and
+# Distribution, on the filesystem and on S3 with three replicas, and a bounded fuzzing run of
+# every parser that sees client input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,15 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
 step "installing test dependencies"
 scripts/install-deps.sh
+
+step "starting Garage, the S3 server the S3 driver's tests run against"
+# Built once with cargo and cached (scripts/garage.sh); its own directory per run, so
+# concurrent runs on one machine do not share a bucket.
+BERTH_GARAGE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/berth-garage.XXXXXX")
+export BERTH_GARAGE_DIR
+trap 'scripts/garage.sh stop' EXIT
+scripts/garage.sh start
+eval "$(scripts/garage.sh env)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,6 +38,10 @@ step "end-to-end tests with real clients"
 # dependencies for nothing.
 [ -x target/debug/berth ] || cargo build -p berth
 BERTH_BIN="$PWD/target/debug/berth" tests/e2e/run.sh
+
+step "end-to-end tests with berth on S3 (Garage), and three replicas on one bucket"
+BERTH_STORAGE=s3 BERTH_BIN="$PWD/target/debug/berth" \
+    tests/e2e/run.sh berth skopeo podman docker s3_replicas
 
 step "fuzzing every parser that sees client input (30 s each)"
 scripts/fuzz.sh 30

@@ -93,6 +93,22 @@ impl Registry {
         })
     }
 
+    /// Whether blob GETs should first ask [`Registry::blob_redirect`] (the driver can hand
+    /// out URLs to its bytes and is configured to).
+    pub fn redirects_blobs(&self) -> bool {
+        self.driver().redirects()
+    }
+
+    /// A URL the client may fetch the blob from directly (a presigned S3 URL), after the
+    /// same link check as a read. `None`: serve it through [`Registry::read_blob`].
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        self.stat_blob(repo, digest).await?;
+        Ok(self
+            .driver()
+            .redirect_url(&layout::blob_data(digest))
+            .await?)
+    }
+
     /// Unlinks a blob from a repository; the content stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.check_delete()?;

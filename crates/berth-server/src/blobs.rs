@@ -24,6 +24,16 @@ pub(crate) async fn handle(
             Ok(r)
         }
         Method::GET => {
+            // Object storage with redirects on (Distribution's `storage.redirect`): the bytes
+            // go from the bucket to the client, berth only checks the link.
+            if registry.redirects_blobs()
+                && let Some(url) = registry.blob_redirect(repo, &digest).await?
+            {
+                let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+                set(&mut r, header::LOCATION, url);
+                set(&mut r, "docker-content-digest", digest.to_string());
+                return Ok(r);
+            }
             let range = ctx.header(header::RANGE);
             let blob = registry.read_blob(repo, &digest, range).await?;
             let mut r = Response::new(Body::from_stream(blob.body));

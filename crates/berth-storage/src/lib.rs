@@ -9,6 +9,7 @@
 
 mod fs;
 mod path;
+mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use futures_util::Stream;
 
 pub use fs::FsDriver;
 pub use path::{InvalidPath, StoragePath};
+pub use s3::{S3Driver, S3Options};
 
 /// A stream of file content.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -130,7 +132,10 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// A short name for logs and errors (`filesystem`, `s3`).
     fn name(&self) -> &'static str;
 
-    /// Reads a whole small object (a link or a manifest). NotFound when absent.
+    /// Reads a whole small object (a link or a manifest) stored by [`StorageDriver::put`] or
+    /// [`StorageDriver::move_to`]. NotFound when absent. A file still being written through a
+    /// [`StorageDriver::writer`] is read with [`StorageDriver::reader`] (on object stores it is
+    /// not one object yet, and looking for its pieces would cost every missing link a LIST).
     async fn get(&self, path: &StoragePath) -> Result<Bytes>;
 
     /// Stores a whole small object atomically and durably: once this returns, a reader sees
@@ -186,6 +191,19 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Deletes a file or a whole directory tree. NotFound when absent.
     async fn delete(&self, path: &StoragePath) -> Result<()>;
+
+    /// Whether [`StorageDriver::redirect_url`] may answer: blob GETs then cost the registry
+    /// one link check and a URL, and the bytes flow from the store to the client directly.
+    fn redirects(&self) -> bool {
+        false
+    }
+
+    /// A URL, valid for a while, where a client can GET the file's bytes itself (a presigned
+    /// S3 URL); `None` when the driver serves bytes only through [`StorageDriver::reader`].
+    async fn redirect_url(&self, path: &StoragePath) -> Result<Option<String>> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// An open file being written.

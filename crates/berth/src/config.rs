@@ -2,7 +2,8 @@
 //!
 //! Any config written for Distribution must load: keys berth does not implement are logged
 //! and ignored — except the ones whose absence would silently weaken security (`auth`,
-//! `http.tls`) or lose data (a storage driver other than `filesystem`), which are refused.
+//! `http.tls`, `storage.s3.encrypt`) or lose data (a storage driver other than `filesystem`
+//! and `s3`), which are refused.
 //! Errors name the key and, for the file, the line. Environment overrides follow
 //! Distribution: `REGISTRY_` + the key path upper-cased and joined by `_`, the value read as
 //! YAML (`REGISTRY_STORAGE_DELETE_ENABLED=true`).
@@ -120,7 +121,9 @@ pub struct Storage {
     pub filesystem: Option<Filesystem>,
     pub delete: Enabled,
     pub maintenance: Maintenance,
-    pub s3: Option<serde_yaml::Value>,
+    /// `storage.redirect.disable`: serve blob bytes through berth even from object storage.
+    pub redirect: Redirect,
+    pub s3: Option<S3>,
     pub azure: Option<serde_yaml::Value>,
     pub gcs: Option<serde_yaml::Value>,
     pub swift: Option<serde_yaml::Value>,
@@ -133,6 +136,86 @@ pub struct Storage {
 pub struct Filesystem {
     #[serde(deserialize_with = "lenient_string")]
     pub rootdirectory: Option<String>,
+}
+
+/// `storage.redirect`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Redirect {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub disable: bool,
+}
+
+/// `storage.s3`: Distribution's keys and defaults (`registry/storage/driver/s3-aws`). Keys
+/// berth does not use (`v4auth`, `storageclass`, `multipartcopychunksize`, …) are logged and
+/// ignored; `encrypt` and `keyid` are refused, since ignoring them would store unencrypted.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct S3 {
+    #[serde(deserialize_with = "lenient_string")]
+    pub region: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub regionendpoint: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub bucket: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub accesskey: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub secretkey: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub rootdirectory: Option<String>,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub forcepathstyle: bool,
+    #[serde(deserialize_with = "lenient_u64")]
+    pub chunksize: u64,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub secure: bool,
+    #[serde(deserialize_with = "lenient_u64")]
+    pub multipartcopythresholdsize: u64,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub encrypt: bool,
+    #[serde(deserialize_with = "lenient_string")]
+    pub keyid: Option<String>,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        let defaults = berth_storage::S3Options::default();
+        S3 {
+            region: None,
+            regionendpoint: None,
+            bucket: None,
+            accesskey: None,
+            secretkey: None,
+            rootdirectory: None,
+            forcepathstyle: defaults.force_path_style,
+            chunksize: defaults.chunk_size,
+            secure: defaults.secure,
+            multipartcopythresholdsize: defaults.multipart_copy_threshold,
+            encrypt: false,
+            keyid: None,
+        }
+    }
+}
+
+impl S3 {
+    /// The driver options; credentials only when both keys are given (else the AWS chain).
+    /// Redirects follow `storage.redirect.disable`, set by the caller.
+    pub fn options(&self) -> berth_storage::S3Options {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        berth_storage::S3Options {
+            region: nonempty(&self.region).unwrap_or_default(),
+            bucket: nonempty(&self.bucket).unwrap_or_default(),
+            endpoint: nonempty(&self.regionendpoint),
+            credentials: nonempty(&self.accesskey).zip(nonempty(&self.secretkey)),
+            root_directory: self.rootdirectory.clone().unwrap_or_default(),
+            force_path_style: self.forcepathstyle,
+            chunk_size: self.chunksize,
+            secure: self.secure,
+            multipart_copy_threshold: self.multipartcopythresholdsize,
+            redirect: true,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,8 +539,26 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
         }
     }
     let s = &config.storage;
+    if let Some(s3) = &s.s3 {
+        if s.filesystem.is_some() {
+            return Err(ConfigError(
+                "storage: configure one driver, filesystem or s3, not both".into(),
+            ));
+        }
+        if s3.encrypt || s3.keyid.as_deref().is_some_and(|k| !k.is_empty()) {
+            return Err(ConfigError(
+                "storage.s3.encrypt and keyid are not supported; use the bucket's default \
+                 encryption (refusing to store unencrypted what the config asks to encrypt)"
+                    .into(),
+            ));
+        }
+        for (key, value) in [("bucket", &s3.bucket), ("region", &s3.region)] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError(format!("storage.s3.{key} is required")));
+            }
+        }
+    }
     for (name, section) in [
-        ("s3", &s.s3),
         ("azure", &s.azure),
         ("gcs", &s.gcs),
         ("swift", &s.swift),
@@ -509,6 +610,20 @@ fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D:
         Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
         Some(serde_yaml::Value::Bool(b)) => Ok(Some(b.to_string())),
         Some(_) => Err(serde::de::Error::custom("expected a string")),
+    }
+}
+
+/// A size as Distribution reads it: a number or a string holding one.
+fn lenient_u64<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+    match serde_yaml::Value::deserialize(de)? {
+        serde_yaml::Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom("expected a size in bytes")),
+        serde_yaml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a size in bytes, not {s:?}"))),
+        _ => Err(serde::de::Error::custom("expected a size in bytes")),
     }
 }
 
@@ -726,7 +841,41 @@ mod tests {
         let tls = l.config.http.tls.unwrap();
         assert!(tls.enabled());
         assert_eq!(tls.clientcas, vec!["/a", "/b"]);
-        assert!(load_str("storage:\n  s3:\n    bucket: b\n", &[]).is_err());
+        assert!(load_str("storage:\n  azure:\n    accountname: a\n", &[]).is_err());
+    }
+
+    #[test]
+    fn storage_s3_loads_with_distribution_keys() {
+        let yaml = "storage:\n  s3:\n    region: garage\n    bucket: b\n    regionendpoint: http://127.0.0.1:3900\n    accesskey: AK\n    secretkey: SK\n    rootdirectory: /reg\n    forcepathstyle: true\n    chunksize: \"20971520\"\n    v4auth: true\n";
+        let l = load_str(yaml, &[("REGISTRY_STORAGE_S3_SECURE", "false")]).unwrap();
+        let o = l.config.storage.s3.as_ref().unwrap().options();
+        assert_eq!(o.bucket, "b");
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(o.credentials, Some(("AK".into(), "SK".into())));
+        assert_eq!(o.root_directory, "/reg");
+        assert!(o.force_path_style && !o.secure);
+        assert_eq!(o.chunk_size, 20 * 1024 * 1024);
+        assert_eq!(o.multipart_copy_threshold, 32 * 1024 * 1024);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("v4auth")),
+            "{:?}",
+            l.warnings
+        );
+        assert!(load_str("storage:\n  s3:\n    region: r\n", &[]).is_err());
+        assert!(
+            load_str(
+                "storage:\n  s3:\n    region: r\n    bucket: b\n    encrypt: true\n",
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            load_str(
+                "storage:\n  filesystem:\n    rootdirectory: /x\n  s3:\n    region: r\n    bucket: b\n",
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

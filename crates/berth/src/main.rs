@@ -1,4 +1,4 @@
-//! The `berth` command: reads Distribution's configuration, wires the filesystem driver into
+//! The `berth` command: reads Distribution's configuration, wires the storage driver into
 //! the registry and the registry into the HTTP server, and runs it. This is the only crate
 //! that reads the environment.
 
@@ -116,9 +116,13 @@ fn init_logging(log: &config::Log) -> Result<(), String> {
     };
     // RUST_LOG refines per module when set; log.level is the default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // rustls logs every handshake at debug: keep it at info unless RUST_LOG says.
+        // rustls logs every handshake at debug, the AWS SDK every step of every S3 request:
+        // keep them at info unless RUST_LOG says.
         let filter = if matches!(level, "debug" | "trace") {
-            format!("{level},rustls=info")
+            format!(
+                "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+                 aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
+            )
         } else {
             level.to_owned()
         };
@@ -145,15 +149,13 @@ async fn run(
     auth: Option<Arc<berth_server::Auth>>,
     tls: Option<berth_server::tls::TlsAcceptor>,
 ) -> Result<(), String> {
-    let root = config.root_directory();
-    let driver = FsDriver::new(&root)
-        .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
+    let (driver, storage) = build_driver(&config).await?;
     let options = Options {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
         max_manifest_size: config.validation.manifests.maxsize,
     };
-    let registry = Registry::new(Arc::new(driver), options);
+    let registry = Registry::new(driver, options);
 
     let mut headers = Vec::new();
     for (name, values) in &config.http.headers {
@@ -195,7 +197,7 @@ async fn run(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         addr = %local,
-        root = %root.display(),
+        storage = %storage,
         delete = config.storage.delete.enabled,
         readonly = config.storage.maintenance.readonly.enabled,
         tls = tls.is_some(),
@@ -211,6 +213,31 @@ async fn run(
     )
     .await;
     Ok(())
+}
+
+/// The storage driver the config names (filesystem unless `storage.s3` is given), and a
+/// description of where it stores for the startup log.
+async fn build_driver(
+    config: &config::Config,
+) -> Result<(Arc<dyn berth_storage::StorageDriver>, String), String> {
+    if let Some(s3) = &config.storage.s3 {
+        let mut options = s3.options();
+        options.redirect = !config.storage.redirect.disable;
+        let described = format!(
+            "s3://{}/{} ({})",
+            options.bucket,
+            options.root_directory.trim_matches('/'),
+            options.endpoint.as_deref().unwrap_or("AWS")
+        );
+        let driver = berth_storage::S3Driver::new(options)
+            .await
+            .map_err(|e| format!("storage.s3: {e}"))?;
+        return Ok((Arc::new(driver), described));
+    }
+    let root = config.root_directory();
+    let driver = FsDriver::new(&root)
+        .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
+    Ok((Arc::new(driver), root.display().to_string()))
 }
 
 /// The TLS acceptor `http.tls` asks for (`None`: plain HTTP).
