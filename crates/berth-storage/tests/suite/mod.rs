@@ -282,10 +282,47 @@ pub async fn deletes(d: Driver) {
     assert_eq!(d.get(&p("t/d/keep")).await.unwrap(), "k");
 }
 
+/// `list_stamped` lists like `list`, in order and with NotFound per missing directory; a
+/// stamp, where a driver gives one, changes when a child is added or removed (the catalog and
+/// tag-list caches trust an unchanged stamp to mean unchanged children).
+pub async fn stamped_listing(d: Driver) {
+    d.put(&p("st/a/x"), Bytes::from_static(b"1")).await.unwrap();
+    d.put(&p("st/b/y"), Bytes::from_static(b"2")).await.unwrap();
+    let dirs = [p("st/a"), p("st/missing"), p("st/b")];
+    // Stamps are only given for directories that settled before the listing.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let listed = d.list_stamped(&dirs).await;
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].as_ref().unwrap().names, ["x"]);
+    assert!(listed[1].as_ref().unwrap_err().is_not_found());
+    assert_eq!(listed[2].as_ref().unwrap().names, ["y"]);
+    let before = d.stamps(&dirs).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(before[1], None, "a missing directory has no stamp");
+    if let Some(stamp) = listed[0].as_ref().unwrap().stamp {
+        assert_eq!(
+            before[0],
+            Some(stamp),
+            "unchanged directory, unchanged stamp"
+        );
+    }
+    d.put(&p("st/a/z"), Bytes::from_static(b"3")).await.unwrap();
+    d.delete(&p("st/b/y")).await.unwrap();
+    let after = d.stamps(&dirs).await;
+    if before[0].is_some() {
+        assert_ne!(after[0], before[0], "a child was added");
+    }
+    if before[2].is_some() {
+        assert_ne!(after[2], before[2], "a child was removed");
+    }
+    d.delete(&p("st")).await.unwrap();
+}
+
 /// Every check, in one call.
 pub async fn run_all(d: Driver, unit: usize) {
     small_objects(d.clone()).await;
     listing(d.clone()).await;
+    stamped_listing(d.clone()).await;
     writers_append_and_readers_range(d.clone()).await;
     large_appends_and_move(d.clone(), unit).await;
     deletes(d).await;
