@@ -312,6 +312,44 @@ impl StorageDriver for FsDriver {
         .map_err(|e| Self::err("walk", path, e))
     }
 
+    async fn temporaries(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
+        let full = self.full(path);
+        let start = path.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            let mut pending = vec![(full, start)];
+            while let Some((dir, dir_path)) = pending.pop() {
+                for entry in fs::read_dir(&dir)? {
+                    let entry = entry?;
+                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let meta = match entry.metadata() {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let Ok(child) = dir_path.join(&name) else {
+                        continue;
+                    };
+                    if meta.is_dir() {
+                        pending.push((entry.path(), child));
+                    } else if name.starts_with('.') && name.contains(".tmp-") {
+                        // The names `put_atomic` gives its temporary files.
+                        found.push(FileInfo {
+                            path: child,
+                            size: meta.len(),
+                            modified: meta.modified()?,
+                        });
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| Self::err("walk", path, e))
+    }
+
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
         let (src, dst) = (self.full(from), self.full(to));
         blocking(move || {
