@@ -186,9 +186,9 @@ impl Registry {
                         _ => None,
                     };
                     let repaired = match (options.repair, fix) {
-                        (true, Some(d)) => crate::write_link(self.driver(), &f.path, d)
-                            .await
-                            .is_ok(),
+                        (true, Some(d)) => {
+                            crate::write_link(self.driver(), &f.path, d).await.is_ok()
+                        }
                         _ => false,
                     };
                     report.add(
@@ -320,7 +320,11 @@ impl Registry {
                     &dir,
                     format!(
                         "upload session {} untouched for {}s",
-                        if incomplete { "missing data or startedat," } else { "" },
+                        if incomplete {
+                            "missing data or startedat,"
+                        } else {
+                            ""
+                        },
                         age.as_secs()
                     ),
                     repaired,
@@ -331,9 +335,16 @@ impl Registry {
             .driver()
             .temporaries(&layout::v2_root())
             .await
-            .or_else(|e| if e.is_not_found() { Ok(Vec::new()) } else { Err(e) })?;
+            .or_else(|e| {
+                if e.is_not_found() {
+                    Ok(Vec::new())
+                } else {
+                    Err(e)
+                }
+            })?;
         for tmp in temporaries {
-            let repaired = options.repair && old(&tmp) && self.driver().delete(&tmp.path).await.is_ok();
+            let repaired =
+                options.repair && old(&tmp) && self.driver().delete(&tmp.path).await.is_ok();
             report.add(
                 "temporary-file",
                 &tmp.path,
@@ -345,6 +356,7 @@ impl Registry {
             let target = match e {
                 Entry::QuarantinedBlob(_, d) => layout::blob_data(d),
                 Entry::QuarantinedRevision(_, r, d) => layout::revision_link(r, d),
+                Entry::QuarantinedLayer(_, r, d) => layout::layer_link(r, d),
                 _ => continue,
             };
             if !old(f) {
@@ -355,7 +367,9 @@ impl Registry {
             report.add(
                 "quarantined",
                 &f.path,
-                format!("set aside by a garbage collection that did not finish; belongs at {target}"),
+                format!(
+                    "set aside by a garbage collection that did not finish; belongs at {target}"
+                ),
                 repaired,
             );
         }

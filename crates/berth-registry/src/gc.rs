@@ -66,6 +66,8 @@ pub struct GcReport {
     pub blobs_spared: usize,
     /// Blobs put back because a pin appeared while they were set aside.
     pub blobs_restored: usize,
+    /// Layer links to blobs no longer stored, removed.
+    pub layer_links_removed: usize,
     /// Untagged revisions removed (or that would be), with `delete_untagged`.
     pub manifests_deleted: Vec<(RepoName, Digest)>,
     /// Upload sessions purged (`repository/uuid`).
@@ -141,6 +143,8 @@ pub(crate) fn edges_of(body: &[u8]) -> Option<Edges> {
 struct RepoTree {
     /// Revision links with their modification times.
     revisions: Vec<(RepoName, Digest, SystemTime)>,
+    /// Layer links with their modification times.
+    layers: Vec<(RepoName, Digest, SystemTime)>,
     /// Tag `current` links.
     tags: Vec<(RepoName, Tag, StoragePath)>,
     /// Tag history links, by repository and digest.
@@ -242,6 +246,7 @@ impl Registry {
         );
 
         // Sweep.
+        let mut stored: HashSet<Digest> = HashSet::new();
         let blobs: Vec<(Digest, u64)> = walk_or_empty(self, &layout::blobs_root())
             .await?
             .into_iter()
@@ -249,7 +254,10 @@ impl Registry {
                 Some(Entry::Blob(d)) => Some((d, f.size, f.modified)),
                 _ => None,
             })
-            .inspect(|_| report.blobs_seen += 1)
+            .inspect(|(d, _, _)| {
+                report.blobs_seen += 1;
+                stored.insert(d.clone());
+            })
             .filter(|(d, _, _)| !marked.contains(d))
             .filter(|(d, _, modified)| {
                 let spare = *modified >= threshold || pinned(d);
@@ -267,9 +275,15 @@ impl Registry {
                 report.blobs_swept.push((digest, size));
             }
         } else {
-            let outcomes: Vec<(&Digest, u64, Result<Option<bool>>)> = stream::iter(blobs.iter())
-                .map(|(digest, size)| async move {
-                    (digest, *size, self.sweep_blob(&run, digest, threshold).await)
+            // Owned items and a cloned registry: futures that borrow from the stream's items
+            // trip a compiler limitation (rust#102211) once the run is spawned as a task.
+            let outcomes: Vec<(Digest, u64, Result<Option<bool>>)> = stream::iter(blobs)
+                .map(|(digest, size)| {
+                    let this = self.clone();
+                    async move {
+                        let outcome = this.sweep_blob(&run, &digest, threshold).await;
+                        (digest, size, outcome)
+                    }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
@@ -279,10 +293,34 @@ impl Registry {
                     Some(true) => {
                         tracing::debug!(%digest, size, "blob deleted");
                         report.bytes_freed += size;
-                        report.blobs_swept.push((digest.clone(), size));
+                        report.blobs_swept.push((digest, size));
                     }
                     Some(false) => report.blobs_restored += 1,
                     None => {}
+                }
+            }
+            for (digest, _) in &report.blobs_swept {
+                stored.remove(digest);
+            }
+            // Layer links to blobs no longer stored serve nothing; Distribution leaves them,
+            // berth removes the old ones under the same pin-and-quarantine rule.
+            let dangling: Vec<(RepoName, Digest)> = tree
+                .layers
+                .iter()
+                .filter(|(_, d, modified)| !stored.contains(d) && *modified < threshold)
+                .map(|(r, d, _)| (r.clone(), d.clone()))
+                .collect();
+            let unlinked: Vec<Result<bool>> = stream::iter(dangling)
+                .map(|(repo, digest)| {
+                    let this = self.clone();
+                    async move { this.sweep_layer_link(&run, &repo, &digest, threshold).await }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for u in unlinked {
+                if u? {
+                    report.layer_links_removed += 1;
                 }
             }
         }
@@ -307,6 +345,7 @@ impl Registry {
             blobs_swept = report.blobs_swept.len(),
             bytes_freed = report.bytes_freed,
             manifests_deleted = report.manifests_deleted.len(),
+            layer_links_removed = report.layer_links_removed,
             uploads_purged = report.uploads_purged.len(),
             temporaries_removed = report.temporaries_removed,
             pins_removed = report.pins_removed,
@@ -326,16 +365,18 @@ impl Registry {
                     tree.revisions.push((repo, digest, file.modified))
                 }
                 Some(Entry::TagCurrent(repo, tag)) => tree.tags.push((repo, tag, file.path)),
+                Some(Entry::Layer(repo, digest)) => tree.layers.push((repo, digest, file.modified)),
                 Some(Entry::TagIndex(repo, _, digest)) => tree
                     .tag_index
                     .entry((repo, digest))
                     .or_default()
                     .push(file.path.parent()),
                 Some(Entry::Upload(repo, id, name)) => {
-                    let slot = tree
-                        .uploads
-                        .entry(file.path.parent())
-                        .or_insert((format!("{repo}/{}", id.as_str()), id, file.modified));
+                    let slot = tree.uploads.entry(file.path.parent()).or_insert((
+                        format!("{repo}/{}", id.as_str()),
+                        id,
+                        file.modified,
+                    ));
                     // A session's age is that of its newest file: `data` is appended on every
                     // chunk, so a slow upload that is still moving is never purged.
                     let _ = name;
@@ -352,23 +393,25 @@ impl Registry {
     /// because its references are unknown and sweeping could delete them.
     async fn read_manifests(&self, tree: &RepoTree) -> Result<HashMap<Digest, Edges>> {
         let digests: HashSet<&Digest> = tree.revisions.iter().map(|(_, d, _)| d).collect();
+        let digests: Vec<Digest> = digests.into_iter().cloned().collect();
         let read: Vec<Result<Option<(Digest, Edges)>>> = stream::iter(digests)
-            .map(|digest| async move {
-                match self.driver().get(&layout::blob_data(digest)).await {
-                    Ok(body) => match edges_of(&body) {
-                        Some(edges) => Ok(Some((digest.clone(), edges))),
-                        None => {
-                            tracing::error!(%digest, "manifest cannot be parsed; garbage collection stops");
-                            Err(Error::Corrupt {
-                                digest: digest.clone(),
-                            })
+            .map(|digest| {
+                let this = self.clone();
+                async move {
+                    match this.driver().get(&layout::blob_data(&digest)).await {
+                        Ok(body) => match edges_of(&body) {
+                            Some(edges) => Ok(Some((digest, edges))),
+                            None => {
+                                tracing::error!(%digest, "manifest cannot be parsed; garbage collection stops");
+                                Err(Error::Corrupt { digest })
+                            }
+                        },
+                        Err(e) if e.is_not_found() => {
+                            tracing::warn!(%digest, "revision names a manifest that is not stored");
+                            Ok(None)
                         }
-                    },
-                    Err(e) if e.is_not_found() => {
-                        tracing::warn!(%digest, "revision names a manifest that is not stored");
-                        Ok(None)
+                        Err(e) => Err(e.into()),
                     }
-                    Err(e) => Err(e.into()),
                 }
             })
             .buffer_unordered(CONCURRENCY)
@@ -413,14 +456,22 @@ impl Registry {
         tree: &RepoTree,
         edges: &HashMap<Digest, Edges>,
         threshold: SystemTime,
-        pinned: &dyn Fn(&Digest) -> bool,
+        pinned: &(dyn Fn(&Digest) -> bool + Sync),
     ) -> Result<HashSet<(RepoName, Digest)>> {
         let mut queue: Vec<(RepoName, Digest)> = Vec::new();
-        let tag_targets: Vec<Result<Option<(RepoName, Digest)>>> = stream::iter(&tree.tags)
-            .map(|(repo, _, link)| async move {
-                Ok(crate::read_link(self.driver(), link)
-                    .await?
-                    .map(|d| (repo.clone(), d)))
+        let tags: Vec<(RepoName, StoragePath)> = tree
+            .tags
+            .iter()
+            .map(|(repo, _, link)| (repo.clone(), link.clone()))
+            .collect();
+        let tag_targets: Vec<Result<Option<(RepoName, Digest)>>> = stream::iter(tags)
+            .map(|(repo, link)| {
+                let this = self.clone();
+                async move {
+                    Ok(crate::read_link(this.driver(), &link)
+                        .await?
+                        .map(|d| (repo, d)))
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -518,6 +569,30 @@ impl Registry {
         Ok(Some(true))
     }
 
+    /// Removes a layer link whose blob is gone, quarantine first, so that an upload or mount
+    /// relinking the blob meanwhile (it pins first) keeps its link. True when removed.
+    async fn sweep_layer_link(
+        &self,
+        run: &uuid::Uuid,
+        repo: &RepoName,
+        digest: &Digest,
+        threshold: SystemTime,
+    ) -> Result<bool> {
+        let link = layout::layer_link(repo, digest);
+        let aside = layout::quarantined_layer(run, repo, digest);
+        match self.driver().move_to(&link, &aside).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if self.pinned_now(digest, threshold).await? {
+            self.driver().move_to(&aside, &link).await?;
+            return Ok(false);
+        }
+        ignore_not_found(self.driver().delete(&aside).await)?;
+        Ok(true)
+    }
+
     /// Puts back whatever a collector that died left in quarantine, and removes its run.
     async fn recover_abandoned_quarantines(
         &self,
@@ -549,6 +624,12 @@ impl Registry {
                     tracing::warn!(repository = %repo, %digest, %run, "restoring a revision an interrupted garbage collection set aside");
                     self.driver()
                         .move_to(&f.path, &layout::revision_link(&repo, &digest))
+                        .await?;
+                    runs.insert(run);
+                }
+                Some(Entry::QuarantinedLayer(run, repo, digest)) if abandoned(&run) => {
+                    self.driver()
+                        .move_to(&f.path, &layout::layer_link(&repo, &digest))
                         .await?;
                     runs.insert(run);
                 }
@@ -607,13 +688,17 @@ impl Registry {
             report.temporaries_removed += 1;
         }
         if !options.dry_run {
-            let expired: Vec<&FileInfo> = pins
+            let expired: Vec<StoragePath> = pins
                 .values()
                 .flat_map(|(_, files)| files)
                 .filter(|f| f.modified < threshold)
+                .map(|f| f.path.clone())
                 .collect();
             let removed: Vec<Result<()>> = stream::iter(expired)
-                .map(|f| async move { ignore_not_found(self.driver().delete(&f.path).await) })
+                .map(|path| {
+                    let this = self.clone();
+                    async move { ignore_not_found(this.driver().delete(&path).await) }
+                })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
@@ -642,7 +727,10 @@ mod tests {
         let e = edges_of(image.as_bytes()).unwrap();
         assert_eq!(e.blobs.len(), 2);
         assert_eq!(e.subject, Digest::parse(&h('c')).ok());
-        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}}]}}"#, h('d'));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}}]}}"#,
+            h('d')
+        );
         assert_eq!(edges_of(index.as_bytes()).unwrap().children.len(), 1);
         let schema1 = format!(
             r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}],"signatures":[]}}"#,

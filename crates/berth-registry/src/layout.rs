@@ -28,7 +28,7 @@
 //! ```text
 //! <root>/docker/registry/v2/_berth/
 //! ├── pins/<alg>/<hex>/<uuid>                           "about to reference this blob"
-//! └── gc/<run>/{started,blobs/<alg>/<hex>/data,revisions/<alg>/<hex>/<name>/link}
+//! └── gc/<run>/{started,blobs/<alg>/<hex>/data,{revisions,layers}/<alg>/<hex>/<name>/link}
 //!                                                       one run's quarantine
 //! ```
 //! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
@@ -294,6 +294,18 @@ pub fn quarantined_revision(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) 
     p.join("link").expect("constant")
 }
 
+/// `_berth/gc/<run>/layers/<alg>/<hex>/<name>/link`: a layer link to a swept blob, set aside.
+pub fn quarantined_layer(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) -> StoragePath {
+    let mut p = gc_run(run);
+    for c in ["layers", digest.algorithm().as_str(), digest.hex()] {
+        p = p.join(c).expect("checked names are valid path components");
+    }
+    for c in repo.as_str().split('/') {
+        p = p.join(c).expect("checked names are valid path components");
+    }
+    p.join("link").expect("constant")
+}
+
 /// What a file found by walking the tree is, read back from its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -317,6 +329,8 @@ pub enum Entry {
     QuarantinedBlob(String, Digest),
     /// `_berth/gc/<run>/revisions/<alg>/<hex>/<name>/link`
     QuarantinedRevision(String, RepoName, Digest),
+    /// `_berth/gc/<run>/layers/<alg>/<hex>/<name>/link`
+    QuarantinedLayer(String, RepoName, Digest),
     /// `_berth/gc/<run>/started`
     RunStarted(String),
 }
@@ -339,9 +353,22 @@ pub fn classify(p: &StoragePath) -> Option<Entry> {
         ["_berth", "gc", run, "blobs", alg, hex, "data"] => {
             digest_of(alg, hex).map(|d| Entry::QuarantinedBlob((*run).to_owned(), d))
         }
-        ["_berth", "gc", run, "revisions", alg, hex, name @ .., "link"] if !name.is_empty() => {
+        [
+            "_berth",
+            "gc",
+            run,
+            "revisions",
+            alg,
+            hex,
+            name @ ..,
+            "link",
+        ] if !name.is_empty() => {
             let repo = RepoName::parse(&name.join("/")).ok()?;
             digest_of(alg, hex).map(|d| Entry::QuarantinedRevision((*run).to_owned(), repo, d))
+        }
+        ["_berth", "gc", run, "layers", alg, hex, name @ .., "link"] if !name.is_empty() => {
+            let repo = RepoName::parse(&name.join("/")).ok()?;
+            digest_of(alg, hex).map(|d| Entry::QuarantinedLayer((*run).to_owned(), repo, d))
         }
         ["repositories", tail @ ..] => {
             let split = tail.iter().position(|c| c.starts_with('_'))?;
@@ -358,9 +385,11 @@ pub fn classify(p: &StoragePath) -> Option<Entry> {
                     let tag = Tag::parse(tag).ok()?;
                     digest_of(alg, hex).map(|d| Entry::TagIndex(repo, tag, d))
                 }
-                ["_referrers", sa, sh, ra, rh, "link"] => {
-                    Some(Entry::Referrer(repo, digest_of(sa, sh)?, digest_of(ra, rh)?))
-                }
+                ["_referrers", sa, sh, ra, rh, "link"] => Some(Entry::Referrer(
+                    repo,
+                    digest_of(sa, sh)?,
+                    digest_of(ra, rh)?,
+                )),
                 ["_uploads", id, file] => {
                     let id = UploadId::parse(id).ok()?;
                     Some(Entry::Upload(repo, id, (*file).to_owned()))
@@ -474,9 +503,15 @@ mod tests {
             (blob_data(&d()), Entry::Blob(d())),
             (layer_link(&r(), &d()), Entry::Layer(r(), d())),
             (revision_link(&r(), &d()), Entry::Revision(r(), d())),
-            (tag_current_link(&r(), &t), Entry::TagCurrent(r(), t.clone())),
+            (
+                tag_current_link(&r(), &t),
+                Entry::TagCurrent(r(), t.clone()),
+            ),
             (tag_index_link(&r(), &t, &d()), Entry::TagIndex(r(), t, d())),
-            (referrer_link(&r(), &d(), &d()), Entry::Referrer(r(), d(), d())),
+            (
+                referrer_link(&r(), &d(), &d()),
+                Entry::Referrer(r(), d(), d()),
+            ),
             (
                 upload_data(&r(), &id),
                 Entry::Upload(r(), id.clone(), "data".into()),
@@ -489,6 +524,10 @@ mod tests {
             (
                 quarantined_revision(&run, &r(), &d()),
                 Entry::QuarantinedRevision(run_name.clone(), r(), d()),
+            ),
+            (
+                quarantined_layer(&run, &r(), &d()),
+                Entry::QuarantinedLayer(run_name.clone(), r(), d()),
             ),
             (gc_run_started(&run), Entry::RunStarted(run_name)),
         ];

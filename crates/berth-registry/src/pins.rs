@@ -40,13 +40,10 @@ impl Registry {
     ) -> Result<PinLease> {
         let at = Instant::now();
         let mut seen = std::collections::HashSet::new();
-        let writes = digests
-            .into_iter()
-            .filter(|d| seen.insert(*d))
-            .map(|d| {
-                let path = layout::pin(d, &uuid::Uuid::new_v4());
-                async move { self.driver().put(&path, Bytes::new()).await }
-            });
+        let writes = digests.into_iter().filter(|d| seen.insert(*d)).map(|d| {
+            let path = layout::pin(d, &uuid::Uuid::new_v4());
+            async move { self.driver().put(&path, Bytes::new()).await }
+        });
         futures_util::future::try_join_all(writes).await?;
         Ok(PinLease {
             at,
