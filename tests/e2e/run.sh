@@ -5,7 +5,7 @@
 # berth is $BERTH_BIN, else target/release/berth (else target/debug/berth).
 #
 # usage: tests/e2e/run.sh [berth|distribution] [TEST...]
-#   TEST: walkthrough_curl skopeo podman docker containerd interop gc_untagged auth_tls (default: all)
+#   TEST: walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls (default: all)
 #   E2E_TIMEOUT: seconds allowed per test script (default 600)
 
 set -euo pipefail
@@ -23,7 +23,7 @@ case $kind in
 esac
 tests=("$@")
 if ((${#tests[@]} == 0)); then
-    tests=(walkthrough_curl skopeo podman docker containerd interop gc_untagged auth_tls)
+    tests=(walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls)
 fi
 
 if [[ $kind == berth ]]; then
