@@ -371,7 +371,7 @@ impl Registry {
                     .entry((repo, digest))
                     .or_default()
                     .push(file.path.parent()),
-                Some(Entry::Upload(repo, id, name)) => {
+                Some(Entry::Upload(repo, id, _)) => {
                     let slot = tree.uploads.entry(file.path.parent()).or_insert((
                         format!("{repo}/{}", id.as_str()),
                         id,
@@ -379,7 +379,6 @@ impl Registry {
                     ));
                     // A session's age is that of its newest file: `data` is appended on every
                     // chunk, so a slow upload that is still moving is never purged.
-                    let _ = name;
                     slot.2 = slot.2.max(file.modified);
                 }
                 _ => {}

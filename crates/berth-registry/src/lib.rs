@@ -26,7 +26,7 @@ use std::sync::Arc;
 use berth_storage::StorageDriver;
 
 pub use blobs::BlobRead;
-pub use check::{CheckOptions, CheckReport};
+pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use listing::Page;
