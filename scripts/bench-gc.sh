@@ -52,8 +52,9 @@ for m in range(n_manifests):
     for b in [cfg] + ls:
         link(os.path.join(rdir, "_layers/sha256", b[7:], "link"), b)
     link(os.path.join(rdir, "_manifests/revisions/sha256", d[7:], "link"), d)
-    # Every other manifest keeps a tag; the rest are untagged revisions.
-    if m % 2 == 0:
+    # Half the manifests keep a tag, the rest are untagged revisions; every repository has
+    # tags (Distribution 2.8's --delete-untagged fails on a repository without any).
+    if (m // repos) % 2 == 0:
         t = os.path.join(rdir, "_manifests/tags", "t%d" % m)
         link(os.path.join(t, "current/link"), d)
         link(os.path.join(t, "index/sha256", d[7:], "link"), d)
@@ -87,6 +88,7 @@ run() { # NAME CMD...: copy the base, time CMD on it, record seconds and blobs l
     "$@" "$tmp/$name.yml" >"$tmp/$name.log" 2>&1 || { tail -n 20 "$tmp/$name.log" >&2; echo "bench-gc: $name failed" >&2; exit 1; }
     end=$(date +%s.%N)
     secs[$name]=$(echo "$end - $start" | bc)
+    echo "bench-gc: $name took ${secs[$name]} s" >&2
     left[$name]=$(count_blobs "$dir")
     rm -rf "$dir"
 }

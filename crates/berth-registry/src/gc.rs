@@ -19,6 +19,7 @@
 //! stores) instead of file by file, and from reading manifests concurrently.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_oci::{Digest, RepoName, Tag};
@@ -80,6 +81,28 @@ pub struct GcReport {
     pub duration: Duration,
 }
 
+/// Which collection runs are alive.
+struct AbandonedRuns {
+    /// Runs whose `started` marker is recent, this one included.
+    live: HashSet<String>,
+    /// Runs whose marker is old: their collector died.
+    dead: HashSet<String>,
+}
+
+impl AbandonedRuns {
+    fn contains(&self, run: &str) -> bool {
+        !self.live.contains(run)
+    }
+}
+
+impl<'a> IntoIterator for &'a AbandonedRuns {
+    type Item = &'a String;
+    type IntoIter = std::collections::hash_set::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.dead.iter()
+    }
+}
+
 /// What a manifest references, read leniently: whatever another registry stored is still
 /// marked correctly (schema 1's `fsLayers` included), where strict parsing would refuse it.
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +161,9 @@ pub(crate) fn edges_of(body: &[u8]) -> Option<Edges> {
     })
 }
 
+/// Tag history links, by repository and the digest they record.
+type TagIndex = HashMap<(RepoName, Digest), Vec<StoragePath>>;
+
 /// Everything one walk of `repositories/` says.
 #[derive(Default)]
 struct RepoTree {
@@ -145,18 +171,25 @@ struct RepoTree {
     revisions: Vec<(RepoName, Digest, SystemTime)>,
     /// Layer links with their modification times.
     layers: Vec<(RepoName, Digest, SystemTime)>,
+    /// Revision and layer links some run set aside.
+    quarantined: Vec<(StoragePath, Entry)>,
     /// Tag `current` links.
     tags: Vec<(RepoName, Tag, StoragePath)>,
     /// Tag history links, by repository and digest.
-    tag_index: HashMap<(RepoName, Digest), Vec<StoragePath>>,
+    tag_index: TagIndex,
     /// Upload sessions: directory, and when it started.
     uploads: HashMap<StoragePath, (String, crate::UploadId, SystemTime)>,
 }
 
+/// Walks `path`; an absent root is an empty tree. Any other failure stops the run: a walk
+/// that silently returned less would leave manifests unmarked and their blobs swept.
 async fn walk_or_empty(registry: &Registry, path: &StoragePath) -> Result<Vec<FileInfo>> {
     match registry.driver().walk(path).await {
         Ok(files) => Ok(files),
-        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) if e.is_not_found() => match registry.driver().stat(path).await {
+            Err(absent) if absent.is_not_found() => Ok(Vec::new()),
+            _ => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }
@@ -189,12 +222,28 @@ impl Registry {
         tracing::info!(%run, dry_run = options.dry_run, delete_untagged = options.delete_untagged,
             grace_period = ?options.grace_period, "garbage collection started");
 
-        if !options.dry_run {
-            self.recover_abandoned_quarantines(&run, t0, threshold)
-                .await?;
-        }
+        let abandoned = self.abandoned_runs(&run, t0, threshold).await?;
 
-        let tree = self.walk_repositories().await?;
+        let mut tree = self.walk_repositories().await?;
+        if !options.dry_run {
+            // Put back what a collector that died set aside: always safe, and this run then
+            // judges it afresh.
+            for (path, entry) in std::mem::take(&mut tree.quarantined) {
+                match entry {
+                    Entry::QuarantinedRevision(r, repo, digest) if abandoned.contains(&r) => {
+                        self.restore(&path, &layout::revision_link(&repo, &digest))
+                            .await?;
+                        tree.revisions.push((repo, digest, SystemTime::UNIX_EPOCH));
+                    }
+                    Entry::QuarantinedLayer(r, repo, digest) if abandoned.contains(&r) => {
+                        self.restore(&path, &layout::layer_link(&repo, &digest))
+                            .await?;
+                        tree.layers.push((repo, digest, SystemTime::UNIX_EPOCH));
+                    }
+                    _ => {}
+                }
+            }
+        }
         let edges = self.read_manifests(&tree).await?;
         let pins = self.newest_pins().await?;
         let pinned = |d: &Digest| pins.get(d).is_some_and(|(newest, _)| *newest >= threshold);
@@ -209,19 +258,33 @@ impl Registry {
                 .filter(|(repo, digest, _)| !kept.contains(&(repo.clone(), digest.clone())))
                 .map(|(repo, digest, _)| (repo.clone(), digest.clone()))
                 .collect();
-            for (repo, digest) in doomed {
-                tracing::info!(repository = %repo, %digest, dry_run = options.dry_run, "untagged manifest eligible for deletion");
-                if options.dry_run {
+            if options.dry_run {
+                for (repo, digest) in doomed {
+                    tracing::info!(repository = %repo, %digest, "untagged manifest eligible for deletion (dry run)");
                     report.manifests_deleted.push((repo, digest));
-                    continue;
                 }
-                if self
-                    .sweep_revision(&run, &repo, &digest, threshold, &tree)
-                    .await?
-                {
-                    report.manifests_deleted.push((repo, digest));
-                } else {
-                    kept.insert((repo, digest));
+            } else {
+                let tag_index = Arc::new(std::mem::take(&mut tree.tag_index));
+                let outcomes: Vec<(RepoName, Digest, Result<bool>)> = stream::iter(doomed)
+                    .map(|(repo, digest)| {
+                        let (this, tag_index) = (self.clone(), tag_index.clone());
+                        async move {
+                            let outcome = this
+                                .sweep_revision(&run, &repo, &digest, threshold, &tag_index)
+                                .await;
+                            (repo, digest, outcome)
+                        }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+                for (repo, digest, outcome) in outcomes {
+                    if outcome? {
+                        tracing::info!(repository = %repo, %digest, "untagged manifest deleted");
+                        report.manifests_deleted.push((repo, digest));
+                    } else {
+                        kept.insert((repo, digest));
+                    }
                 }
             }
         } else {
@@ -247,13 +310,21 @@ impl Registry {
 
         // Sweep.
         let mut stored: HashSet<Digest> = HashSet::new();
-        let blobs: Vec<(Digest, u64)> = walk_or_empty(self, &layout::blobs_root())
-            .await?
+        let mut found = Vec::new();
+        for f in walk_or_empty(self, &layout::blobs_root()).await? {
+            match layout::classify(&f.path) {
+                Some(Entry::Blob(d)) => found.push((d, f.size, f.modified)),
+                Some(Entry::QuarantinedBlob(r, d))
+                    if !options.dry_run && abandoned.contains(&r) =>
+                {
+                    self.restore(&f.path, &layout::blob_data(&d)).await?;
+                    found.push((d, f.size, f.modified));
+                }
+                _ => {}
+            }
+        }
+        let blobs: Vec<(Digest, u64)> = found
             .into_iter()
-            .filter_map(|f| match layout::classify(&f.path) {
-                Some(Entry::Blob(d)) => Some((d, f.size, f.modified)),
-                _ => None,
-            })
             .inspect(|(d, _, _)| {
                 report.blobs_seen += 1;
                 stored.insert(d.clone());
@@ -337,6 +408,11 @@ impl Registry {
             .await?;
         if !options.dry_run {
             ignore_not_found(self.driver().delete(&layout::gc_run(&run)).await)?;
+            for r in &abandoned {
+                if let Ok(dir) = layout::gc_runs_root().join(r) {
+                    ignore_not_found(self.driver().delete(&dir).await)?;
+                }
+            }
         }
         report.duration = began.elapsed();
         tracing::info!(
@@ -366,6 +442,9 @@ impl Registry {
                 }
                 Some(Entry::TagCurrent(repo, tag)) => tree.tags.push((repo, tag, file.path)),
                 Some(Entry::Layer(repo, digest)) => tree.layers.push((repo, digest, file.modified)),
+                Some(e @ (Entry::QuarantinedRevision(..) | Entry::QuarantinedLayer(..))) => {
+                    tree.quarantined.push((file.path, e))
+                }
                 Some(Entry::TagIndex(repo, _, digest)) => tree
                     .tag_index
                     .entry((repo, digest))
@@ -514,7 +593,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         threshold: SystemTime,
-        tree: &RepoTree,
+        tag_index: &TagIndex,
     ) -> Result<bool> {
         let link = layout::revision_link(repo, digest);
         let aside = layout::quarantined_revision(run, repo, digest);
@@ -525,15 +604,15 @@ impl Registry {
         }
         self.inner.caches.link_written(&link);
         if self.pinned_now(digest, threshold).await? {
-            self.driver().move_to(&aside, &link).await?;
+            // NotFound: another run (or `check --repair`) already put it back.
+            ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             self.inner.caches.link_written(&link);
             return Ok(false);
         }
         ignore_not_found(self.driver().delete(&aside).await)?;
         // Its tag history goes with it, as Distribution's collector does. The `_referrers`
         // and `_digesttags` entries stay: their readers confirm every entry and skip it.
-        for dir in tree
-            .tag_index
+        for dir in tag_index
             .get(&(repo.clone(), digest.clone()))
             .into_iter()
             .flatten()
@@ -561,7 +640,7 @@ impl Registry {
         // From here on the blob is absent: a PUT pinning it from now on finds it missing.
         // A pin written before this re-read is seen, and the blob goes back.
         if self.pinned_now(digest, threshold).await? {
-            self.driver().move_to(&aside, &data).await?;
+            ignore_not_found(self.driver().move_to(&aside, &data).await)?;
             return Ok(Some(false));
         }
         ignore_not_found(self.driver().delete(&aside).await)?;
@@ -585,64 +664,43 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         if self.pinned_now(digest, threshold).await? {
-            self.driver().move_to(&aside, &link).await?;
+            // NotFound: another run (or `check --repair`) already put it back.
+            ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             return Ok(false);
         }
         ignore_not_found(self.driver().delete(&aside).await)?;
         Ok(true)
     }
 
-    /// Puts back whatever a collector that died left in quarantine, and removes its run.
-    async fn recover_abandoned_quarantines(
+    /// Runs that started before the cutoff (or left no `started` marker) and so belong to a
+    /// collector that died: what they set aside is put back. Quarantined files name their run,
+    /// so a file whose run has no marker at all is abandoned too.
+    async fn abandoned_runs(
         &self,
         own: &uuid::Uuid,
         t0: SystemTime,
         threshold: SystemTime,
-    ) -> Result<()> {
-        let own = own.simple().to_string();
-        let files = walk_or_empty(self, &layout::gc_runs_root()).await?;
+    ) -> Result<AbandonedRuns> {
         let cutoff = threshold.min(t0.checked_sub(ABANDONED_AFTER).unwrap_or(t0));
-        let mut started: HashMap<String, SystemTime> = HashMap::new();
-        for f in &files {
+        let mut live = HashSet::new();
+        let mut dead = HashSet::new();
+        for f in walk_or_empty(self, &layout::gc_runs_root()).await? {
             if let Some(Entry::RunStarted(run)) = layout::classify(&f.path) {
-                started.insert(run, f.modified);
+                if f.modified < cutoff {
+                    dead.insert(run);
+                } else {
+                    live.insert(run);
+                }
             }
         }
-        let abandoned = |run: &str| run != own && started.get(run).is_none_or(|t| *t < cutoff);
-        let mut runs = HashSet::new();
-        for f in &files {
-            match layout::classify(&f.path) {
-                Some(Entry::QuarantinedBlob(run, digest)) if abandoned(&run) => {
-                    tracing::warn!(%digest, %run, "restoring a blob an interrupted garbage collection set aside");
-                    self.driver()
-                        .move_to(&f.path, &layout::blob_data(&digest))
-                        .await?;
-                    runs.insert(run);
-                }
-                Some(Entry::QuarantinedRevision(run, repo, digest)) if abandoned(&run) => {
-                    tracing::warn!(repository = %repo, %digest, %run, "restoring a revision an interrupted garbage collection set aside");
-                    self.driver()
-                        .move_to(&f.path, &layout::revision_link(&repo, &digest))
-                        .await?;
-                    runs.insert(run);
-                }
-                Some(Entry::QuarantinedLayer(run, repo, digest)) if abandoned(&run) => {
-                    self.driver()
-                        .move_to(&f.path, &layout::layer_link(&repo, &digest))
-                        .await?;
-                    runs.insert(run);
-                }
-                Some(Entry::RunStarted(run)) if abandoned(&run) => {
-                    runs.insert(run);
-                }
-                _ => {}
-            }
-        }
-        for run in runs {
-            if let Ok(dir) = layout::gc_runs_root().join(&run) {
-                ignore_not_found(self.driver().delete(&dir).await)?;
-            }
-        }
+        live.insert(own.simple().to_string());
+        Ok(AbandonedRuns { live, dead })
+    }
+
+    async fn restore(&self, aside: &StoragePath, original: &StoragePath) -> Result<()> {
+        tracing::warn!(%aside, %original, "restoring what an interrupted garbage collection set aside");
+        ignore_not_found(self.driver().move_to(aside, original).await)?;
+        self.inner.caches.link_written(original);
         Ok(())
     }
 

@@ -28,8 +28,12 @@
 //! ```text
 //! <root>/docker/registry/v2/_berth/
 //! ├── pins/<alg>/<hex>/<uuid>                           "about to reference this blob"
-//! └── gc/<run>/{started,blobs/<alg>/<hex>/data,{revisions,layers}/<alg>/<hex>/<name>/link}
-//!                                                       one run's quarantine
+//! └── gc/<run>/started                               one collection run in progress
+//! ```
+//! While a run holds a blob, revision link or layer link aside (its quarantine), the file is
+//! renamed `gc-<run>` in its own directory, a name Distribution never reads:
+//! ```text
+//! blobs/<alg>/<xx>/<hex>/gc-<run>, _manifests/revisions/<alg>/<hex>/gc-<run>, _layers/<alg>/<hex>/gc-<run>
 //! ```
 //! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
 //! (`registry/storage/paths.go`), so either program serves a directory the other wrote.
@@ -273,37 +277,35 @@ pub fn gc_run_started(run: &uuid::Uuid) -> StoragePath {
     gc_run(run).join("started").expect("constant")
 }
 
-/// `_berth/gc/<run>/blobs/<alg>/<hex>/data`: a blob set aside before it is deleted.
+/// The name a file gets while a garbage-collection run holds it aside: `gc-<run>`, in the
+/// same directory. Renaming within a directory needs no new directories (one fsync on a
+/// filesystem); Distribution reads only files named `data` and `link` and so never sees it.
+fn quarantine_name(run: &uuid::Uuid) -> String {
+    format!("gc-{}", run.simple())
+}
+
+/// `blobs/<alg>/<xx>/<hex>/gc-<run>`: a blob set aside before it is deleted.
 pub fn quarantined_blob(run: &uuid::Uuid, digest: &Digest) -> StoragePath {
-    let mut p = gc_run(run);
-    for c in ["blobs", digest.algorithm().as_str(), digest.hex(), "data"] {
-        p = p.join(c).expect("checked names are valid path components");
-    }
-    p
+    blob_dir(digest)
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
 }
 
-/// `_berth/gc/<run>/revisions/<alg>/<hex>/<name>/link`: an untagged revision link set aside.
+/// `repositories/<name>/_manifests/revisions/<alg>/<hex>/gc-<run>`: an untagged revision
+/// link set aside.
 pub fn quarantined_revision(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) -> StoragePath {
-    let mut p = gc_run(run);
-    for c in ["revisions", digest.algorithm().as_str(), digest.hex()] {
-        p = p.join(c).expect("checked names are valid path components");
-    }
-    for c in repo.as_str().split('/') {
-        p = p.join(c).expect("checked names are valid path components");
-    }
-    p.join("link").expect("constant")
+    revision_dir(repo, digest)
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
 }
 
-/// `_berth/gc/<run>/layers/<alg>/<hex>/<name>/link`: a layer link to a swept blob, set aside.
+/// `repositories/<name>/_layers/<alg>/<hex>/gc-<run>`: a layer link to a swept blob, set
+/// aside.
 pub fn quarantined_layer(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) -> StoragePath {
-    let mut p = gc_run(run);
-    for c in ["layers", digest.algorithm().as_str(), digest.hex()] {
-        p = p.join(c).expect("checked names are valid path components");
-    }
-    for c in repo.as_str().split('/') {
-        p = p.join(c).expect("checked names are valid path components");
-    }
-    p.join("link").expect("constant")
+    layer_link(repo, digest)
+        .parent()
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
 }
 
 /// What a file found by walking the tree is, read back from its path.
@@ -325,11 +327,11 @@ pub enum Entry {
     Upload(RepoName, UploadId, String),
     /// `_berth/pins/<alg>/<hex>/<id>`
     Pin(Digest),
-    /// `_berth/gc/<run>/blobs/<alg>/<hex>/data`
+    /// `blobs/<alg>/<xx>/<hex>/gc-<run>`
     QuarantinedBlob(String, Digest),
-    /// `_berth/gc/<run>/revisions/<alg>/<hex>/<name>/link`
+    /// `repositories/<name>/_manifests/revisions/<alg>/<hex>/gc-<run>`
     QuarantinedRevision(String, RepoName, Digest),
-    /// `_berth/gc/<run>/layers/<alg>/<hex>/<name>/link`
+    /// `repositories/<name>/_layers/<alg>/<hex>/gc-<run>`
     QuarantinedLayer(String, RepoName, Digest),
     /// `_berth/gc/<run>/started`
     RunStarted(String),
@@ -350,31 +352,20 @@ pub fn classify(p: &StoragePath) -> Option<Entry> {
         }
         ["_berth", "pins", alg, hex, _] => digest_of(alg, hex).map(Entry::Pin),
         ["_berth", "gc", run, "started"] => Some(Entry::RunStarted((*run).to_owned())),
-        ["_berth", "gc", run, "blobs", alg, hex, "data"] => {
-            digest_of(alg, hex).map(|d| Entry::QuarantinedBlob((*run).to_owned(), d))
-        }
-        [
-            "_berth",
-            "gc",
-            run,
-            "revisions",
-            alg,
-            hex,
-            name @ ..,
-            "link",
-        ] if !name.is_empty() => {
-            let repo = RepoName::parse(&name.join("/")).ok()?;
-            digest_of(alg, hex).map(|d| Entry::QuarantinedRevision((*run).to_owned(), repo, d))
-        }
-        ["_berth", "gc", run, "layers", alg, hex, name @ .., "link"] if !name.is_empty() => {
-            let repo = RepoName::parse(&name.join("/")).ok()?;
-            digest_of(alg, hex).map(|d| Entry::QuarantinedLayer((*run).to_owned(), repo, d))
+        ["blobs", alg, xx, hex, name] if hex.starts_with(xx) && name.starts_with("gc-") => {
+            digest_of(alg, hex).map(|d| Entry::QuarantinedBlob(name[3..].to_owned(), d))
         }
         ["repositories", tail @ ..] => {
             let split = tail.iter().position(|c| c.starts_with('_'))?;
             let repo = RepoName::parse(&tail[..split].join("/")).ok()?;
             match &tail[split..] {
                 ["_layers", alg, hex, "link"] => digest_of(alg, hex).map(|d| Entry::Layer(repo, d)),
+                ["_layers", alg, hex, name] if name.starts_with("gc-") => digest_of(alg, hex)
+                    .map(|d| Entry::QuarantinedLayer(name[3..].to_owned(), repo, d)),
+                ["_manifests", "revisions", alg, hex, name] if name.starts_with("gc-") => {
+                    digest_of(alg, hex)
+                        .map(|d| Entry::QuarantinedRevision(name[3..].to_owned(), repo, d))
+                }
                 ["_manifests", "revisions", alg, hex, "link"] => {
                     digest_of(alg, hex).map(|d| Entry::Revision(repo, d))
                 }

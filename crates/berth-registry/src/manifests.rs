@@ -138,6 +138,9 @@ impl Registry {
             }
         };
         let joined = tokio::try_join!(revision, referrer, tag_prepared);
+        if lease.overran() {
+            tracing::warn!(%digest, "manifest links were written more than a garbage-collection grace period after pinning; storage is too slow for the configured graceperiod");
+        }
         // A first manifest may be what makes this repository appear in the catalog.
         self.inner.caches.forget_catalog();
         let ((), (), prepared) = joined?;

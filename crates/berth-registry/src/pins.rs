@@ -30,6 +30,13 @@ impl PinLease {
     pub(crate) fn is_valid(&self) -> bool {
         self.at.elapsed() < self.lease
     }
+
+    /// True when more than the whole grace period (twice the lease) has passed since
+    /// pinning: links written now may have missed a collection that no longer honours the
+    /// pins. The safety argument assumes this never happens; it is logged when it does.
+    pub(crate) fn overran(&self) -> bool {
+        self.at.elapsed() > self.lease * 2
+    }
 }
 
 impl Registry {

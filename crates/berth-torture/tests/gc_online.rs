@@ -1,4 +1,4 @@
-//! Online garbage collection under load (issue 7): berth collects every 20 ms with a 2 s grace
+//! Online garbage collection under load (issue 7): berth collects every 20 ms with a 5 s grace
 //! period while clients push, tag, delete and re-push images whose layers are shared across
 //! repositories, some of them pausing longer than the grace period between uploading blobs
 //! and pushing the manifest. A manifest PUT may then fail with MANIFEST_BLOB_UNKNOWN (the
@@ -23,7 +23,10 @@ use rand::{Rng, SeedableRng};
 
 const CLIENTS: u64 = 8;
 const SHARED_LAYERS: u64 = 6;
-const GRACE: Duration = Duration::from_secs(2);
+/// Short, but long enough that on a loaded two-core CI machine a manifest PUT writes its links
+/// well within half of it after pinning, which the safety argument assumes (ARCHITECTURE.md);
+/// berth warns when a PUT overruns, and the test fails on that warning.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// What a client left behind: per (repository, tag), the manifest bytes and its blobs.
 type Expected = HashMap<(String, String), (Bytes, Vec<(String, u64)>)>;
@@ -153,7 +156,7 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
     let berth = Berth::start_with(
         &root,
         work.path(),
-        "{uploadpurging: {enabled: false}, garbagecollect: {enabled: true, interval: 20ms, graceperiod: 2s}}",
+        "{uploadpurging: {enabled: false}, garbagecollect: {enabled: true, interval: 20ms, graceperiod: 5s}}",
         "info",
     )
     .await
@@ -219,6 +222,14 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
     );
 
     let log = std::fs::read_to_string(work.path().join("berth.log")).unwrap();
+    assert!(
+        !log.contains("more than a garbage-collection grace period after pinning"),
+        "a PUT overran the grace period: the run proves nothing"
+    );
+    assert!(
+        !log.contains("revision names a manifest that is not stored"),
+        "a revision lost its manifest"
+    );
     let passes = log.matches("garbage collection finished").count();
     let swept: usize = log
         .lines()
