@@ -33,6 +33,10 @@ use crate::{Error, Registry, Result};
 /// How many storage requests one phase keeps in flight.
 const CONCURRENCY: usize = 32;
 
+/// Sweeping is a rename, a pin listing and a delete per blob, each waiting on the disk
+/// (a directory fsync on a filesystem): more in flight lets the journal batch them.
+const SWEEP_CONCURRENCY: usize = 128;
+
 /// A quarantine whose run started longer ago than this (and than the grace period) is taken
 /// to belong to a collector that died; its contents are put back, which is always safe.
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
@@ -224,7 +228,16 @@ impl Registry {
 
         let abandoned = self.abandoned_runs(&run, t0, threshold).await?;
 
-        let mut tree = self.walk_repositories().await?;
+        // The four walks are independent, so they run together (each is one blocking walk on
+        // a filesystem, one paginated LIST on an object store). Their order does not matter
+        // for safety: a blob is only a candidate if old, unmarked and unpinned, whenever seen.
+        let blobs_root = layout::blobs_root();
+        let (mut tree, blob_files, pins, temporaries) = tokio::try_join!(
+            self.walk_repositories(),
+            walk_or_empty(self, &blobs_root),
+            self.newest_pins(),
+            self.temporaries(),
+        )?;
         if !options.dry_run {
             // Put back what a collector that died set aside: always safe, and this run then
             // judges it afresh.
@@ -245,7 +258,6 @@ impl Registry {
             }
         }
         let edges = self.read_manifests(&tree).await?;
-        let pins = self.newest_pins().await?;
         let pinned = |d: &Digest| pins.get(d).is_some_and(|(newest, _)| *newest >= threshold);
 
         // Mark.
@@ -311,7 +323,7 @@ impl Registry {
         // Sweep.
         let mut stored: HashSet<Digest> = HashSet::new();
         let mut found = Vec::new();
-        for f in walk_or_empty(self, &layout::blobs_root()).await? {
+        for f in blob_files {
             match layout::classify(&f.path) {
                 Some(Entry::Blob(d)) => found.push((d, f.size, f.modified)),
                 Some(Entry::QuarantinedBlob(r, d))
@@ -356,7 +368,7 @@ impl Registry {
                         (digest, size, outcome)
                     }
                 })
-                .buffer_unordered(CONCURRENCY)
+                .buffer_unordered(SWEEP_CONCURRENCY)
                 .collect()
                 .await;
             for (digest, size, outcome) in outcomes {
@@ -404,7 +416,7 @@ impl Registry {
             "garbage collection swept blobs"
         );
 
-        self.sweep_housekeeping(options, threshold, &tree, &pins, &mut report)
+        self.sweep_housekeeping(options, threshold, &tree, &pins, temporaries, &mut report)
             .await?;
         if !options.dry_run {
             ignore_not_found(self.driver().delete(&layout::gc_run(&run)).await)?;
@@ -504,6 +516,15 @@ impl Registry {
         Ok(edges)
     }
 
+    /// Temporary files of interrupted writes anywhere in the tree.
+    async fn temporaries(&self) -> Result<Vec<FileInfo>> {
+        match self.driver().temporaries(&layout::v2_root()).await {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Newest pin per digest, and every pin file with its time (for expiry).
     async fn newest_pins(&self) -> Result<HashMap<Digest, (SystemTime, Vec<FileInfo>)>> {
         let mut pins: HashMap<Digest, (SystemTime, Vec<FileInfo>)> = HashMap::new();
@@ -519,8 +540,13 @@ impl Registry {
 
     /// True when a pin of `digest` younger than `threshold` exists now.
     async fn pinned_now(&self, digest: &Digest, threshold: SystemTime) -> Result<bool> {
-        Ok(walk_or_empty(self, &layout::pin_dir(digest))
-            .await?
+        // A pin directory has no subdirectories: NotFound means no pins.
+        let pins = match self.driver().walk(&layout::pin_dir(digest)).await {
+            Ok(pins) => pins,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(pins
             .iter()
             .any(|f| f.modified >= threshold))
     }
@@ -711,6 +737,7 @@ impl Registry {
         threshold: SystemTime,
         tree: &RepoTree,
         pins: &HashMap<Digest, (SystemTime, Vec<FileInfo>)>,
+        temporaries: Vec<FileInfo>,
         report: &mut GcReport,
     ) -> Result<()> {
         let now = SystemTime::now();
@@ -726,17 +753,6 @@ impl Registry {
                 }
             }
         }
-        let temporaries = self
-            .driver()
-            .temporaries(&layout::v2_root())
-            .await
-            .or_else(|e| {
-                if e.is_not_found() {
-                    Ok(Vec::new())
-                } else {
-                    Err(e)
-                }
-            })?;
         for tmp in temporaries.into_iter().filter(|t| t.modified < threshold) {
             tracing::info!(path = %tmp.path, dry_run = options.dry_run, "temporary file of an interrupted write removed");
             if !options.dry_run {
