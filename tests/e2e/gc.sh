@@ -7,8 +7,9 @@
 # 2. A data directory written by berth: Distribution's `garbage-collect` deletes nothing a
 #    berth tag reaches (berth pulls the image intact afterwards), and berth's collector deletes
 #    the same blobs Distribution's does.
-# 3. `berth check` passes on both clean directories, finds a corrupt blob, a missing blob, a
-#    temporary file and an orphaned upload, and `--repair` removes what is safe.
+# 3. `berth check` passes on both clean directories, reports the layer links Distribution's
+#    collector leaves behind, finds a corrupt blob, a missing blob, a temporary file and an
+#    orphaned upload, and `--repair` removes what is safe.
 # 4. Online: `berth serve` with storage.maintenance.garbagecollect enabled sweeps a deleted
 #    image's blobs by itself while the kept image still pulls.
 #
@@ -106,6 +107,14 @@ docker-registry garbage-collect "$E2E_TMP/dist-e2.yml" >"$E2E_TMP/dist-e2.log" 2
 start_registry berth "$E2" "$(free_port)"
 pull_intact "docker://$REG_ADDR/e2e/gc:a" a "berth serves image a intact after Distribution's gc of its directory"
 stop_registry
+berth_config "$E2E_TMP/berth-e2.yml" "$E2"
+rc=0
+"$BERTH_PATH" check "$E2E_TMP/berth-e2.yml" >"$E2E_TMP/check-e2.log" 2>&1 || rc=$?
+assert_eq "1 dangling-layer-link" "$rc $(grep -E '^[a-z-]+: /' "$E2E_TMP/check-e2.log" | cut -d: -f1 | sort -u | paste -sd,)" \
+    "berth check reports the layer links Distribution's gc leaves to the blobs it deleted"
+"$BERTH_PATH" check --repair "$E2E_TMP/berth-e2.yml" >"$E2E_TMP/check-e2r.log" 2>&1 ||
+    fail "check --repair did not fix the dangling layer links: $(cat "$E2E_TMP/check-e2r.log")"
+pass "berth check --repair removes them"
 berth_config "$E2E_TMP/berth-e.yml" "$E"
 "$BERTH_PATH" garbage-collect "$E2E_TMP/berth-e.yml" >"$E2E_TMP/berth-e.log" 2>&1
 assert_eq "$(blobs_on_disk "$E2")" "$(blobs_on_disk "$E")" \

@@ -546,9 +546,7 @@ impl Registry {
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        Ok(pins
-            .iter()
-            .any(|f| f.modified >= threshold))
+        Ok(pins.iter().any(|f| f.modified >= threshold))
     }
 
     /// With `delete_untagged`: the revisions to keep. Roots are what tags point at, revisions
