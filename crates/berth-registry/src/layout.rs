@@ -21,6 +21,20 @@
 //! repositories and never reads this one, and the manifests it indexes are ordinary revisions,
 //! so Distribution's garbage collector keeps them as it keeps any other revision.
 //! `_digesttags` is likewise berth's and invisible to Distribution.
+//!
+//! Garbage collection keeps its own state beside the two trees, where neither Distribution's
+//! catalog (which walks `repositories/`) nor its blob enumeration (which walks `blobs/` for
+//! files named `data`) looks:
+//! ```text
+//! <root>/docker/registry/v2/_berth/
+//! ├── pins/<alg>/<hex>/<uuid>                           "about to reference this blob"
+//! └── gc/<run>/started                               one collection run in progress
+//! ```
+//! While a run holds a blob, revision link or layer link aside (its quarantine), the file is
+//! renamed `gc-<run>` in its own directory, a name Distribution never reads:
+//! ```text
+//! blobs/<alg>/<xx>/<hex>/gc-<run>, _manifests/revisions/<alg>/<hex>/gc-<run>, _layers/<alg>/<hex>/gc-<run>
+//! ```
 //! Link files hold `<alg>:<hex>` without a newline. The tree is Distribution's
 //! (`registry/storage/paths.go`), so either program serves a directory the other wrote.
 
@@ -227,6 +241,167 @@ pub fn digest_tags_complete(repo: &RepoName) -> StoragePath {
     path(&["repositories", repo.as_str(), "_digesttags/complete"])
 }
 
+/// `_berth/pins`: every pin, one walk for the whole registry.
+pub fn pins_root() -> StoragePath {
+    path(&["_berth/pins"])
+}
+
+/// `_berth/pins/<alg>/<hex>`: the pins of one digest.
+pub fn pin_dir(digest: &Digest) -> StoragePath {
+    path(&["_berth/pins", digest.algorithm().as_str(), digest.hex()])
+}
+
+/// `_berth/pins/<alg>/<hex>/<id>`: one pin, named uniquely so that removing an old pin can
+/// never remove a newer one.
+pub fn pin(digest: &Digest, id: &uuid::Uuid) -> StoragePath {
+    pin_dir(digest)
+        .join(&id.simple().to_string())
+        .expect("a simple UUID is a valid path component")
+}
+
+/// `_berth/gc`: one directory per garbage-collection run.
+pub fn gc_runs_root() -> StoragePath {
+    path(&["_berth/gc"])
+}
+
+/// `_berth/gc/<run>`
+pub fn gc_run(run: &uuid::Uuid) -> StoragePath {
+    gc_runs_root()
+        .join(&run.simple().to_string())
+        .expect("a simple UUID is a valid path component")
+}
+
+/// `_berth/gc/<run>/started`: written first; its modification time is the run's start on the
+/// storage's own clock, the clock every age is compared on.
+pub fn gc_run_started(run: &uuid::Uuid) -> StoragePath {
+    gc_run(run).join("started").expect("constant")
+}
+
+/// The name a file gets while a garbage-collection run holds it aside: `gc-<run>`, in the
+/// same directory. Renaming within a directory needs no new directories (one fsync on a
+/// filesystem); Distribution reads only files named `data` and `link` and so never sees it.
+fn quarantine_name(run: &uuid::Uuid) -> String {
+    format!("gc-{}", run.simple())
+}
+
+/// `blobs/<alg>/<xx>/<hex>/gc-<run>`: a blob set aside before it is deleted.
+pub fn quarantined_blob(run: &uuid::Uuid, digest: &Digest) -> StoragePath {
+    blob_dir(digest)
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
+}
+
+/// `repositories/<name>/_manifests/revisions/<alg>/<hex>/gc-<run>`: an untagged revision
+/// link set aside.
+pub fn quarantined_revision(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) -> StoragePath {
+    revision_dir(repo, digest)
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
+}
+
+/// `repositories/<name>/_layers/<alg>/<hex>/gc-<run>`: a layer link to a swept blob, set
+/// aside.
+pub fn quarantined_layer(run: &uuid::Uuid, repo: &RepoName, digest: &Digest) -> StoragePath {
+    layer_link(repo, digest)
+        .parent()
+        .join(&quarantine_name(run))
+        .expect("a simple UUID is a valid path component")
+}
+
+/// What a file found by walking the tree is, read back from its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// `blobs/<alg>/<xx>/<hex>/data`
+    Blob(Digest),
+    /// `repositories/<name>/_layers/<alg>/<hex>/link`
+    Layer(RepoName, Digest),
+    /// `repositories/<name>/_manifests/revisions/<alg>/<hex>/link`
+    Revision(RepoName, Digest),
+    /// `repositories/<name>/_manifests/tags/<tag>/current/link`
+    TagCurrent(RepoName, Tag),
+    /// `repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link`
+    TagIndex(RepoName, Tag, Digest),
+    /// `repositories/<name>/_referrers/<alg>/<hex>/<alg>/<hex>/link`: subject, referrer.
+    Referrer(RepoName, Digest, Digest),
+    /// `repositories/<name>/_uploads/<uuid>/<file>`
+    Upload(RepoName, UploadId, String),
+    /// `_berth/pins/<alg>/<hex>/<id>`
+    Pin(Digest),
+    /// `blobs/<alg>/<xx>/<hex>/gc-<run>`
+    QuarantinedBlob(String, Digest),
+    /// `repositories/<name>/_manifests/revisions/<alg>/<hex>/gc-<run>`
+    QuarantinedRevision(String, RepoName, Digest),
+    /// `repositories/<name>/_layers/<alg>/<hex>/gc-<run>`
+    QuarantinedLayer(String, RepoName, Digest),
+    /// `_berth/gc/<run>/started`
+    RunStarted(String),
+}
+
+fn digest_of(alg: &str, hex: &str) -> Option<Digest> {
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+/// Classifies a path under the v2 root; `None` for anything the layout does not name
+/// (berth's `_digesttags`, stray files), which callers leave alone.
+pub fn classify(p: &StoragePath) -> Option<Entry> {
+    let rest = p.as_str().strip_prefix(V2)?.strip_prefix('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["blobs", alg, xx, hex, "data"] if hex.starts_with(xx) => {
+            digest_of(alg, hex).map(Entry::Blob)
+        }
+        ["_berth", "pins", alg, hex, _] => digest_of(alg, hex).map(Entry::Pin),
+        ["_berth", "gc", run, "started"] => Some(Entry::RunStarted((*run).to_owned())),
+        ["blobs", alg, xx, hex, name] if hex.starts_with(xx) && name.starts_with("gc-") => {
+            digest_of(alg, hex).map(|d| Entry::QuarantinedBlob(name[3..].to_owned(), d))
+        }
+        ["repositories", tail @ ..] => {
+            let split = tail.iter().position(|c| c.starts_with('_'))?;
+            let repo = RepoName::parse(&tail[..split].join("/")).ok()?;
+            match &tail[split..] {
+                ["_layers", alg, hex, "link"] => digest_of(alg, hex).map(|d| Entry::Layer(repo, d)),
+                ["_layers", alg, hex, name] if name.starts_with("gc-") => digest_of(alg, hex)
+                    .map(|d| Entry::QuarantinedLayer(name[3..].to_owned(), repo, d)),
+                ["_manifests", "revisions", alg, hex, name] if name.starts_with("gc-") => {
+                    digest_of(alg, hex)
+                        .map(|d| Entry::QuarantinedRevision(name[3..].to_owned(), repo, d))
+                }
+                ["_manifests", "revisions", alg, hex, "link"] => {
+                    digest_of(alg, hex).map(|d| Entry::Revision(repo, d))
+                }
+                ["_manifests", "tags", tag, "current", "link"] => {
+                    Tag::parse(tag).ok().map(|t| Entry::TagCurrent(repo, t))
+                }
+                ["_manifests", "tags", tag, "index", alg, hex, "link"] => {
+                    let tag = Tag::parse(tag).ok()?;
+                    digest_of(alg, hex).map(|d| Entry::TagIndex(repo, tag, d))
+                }
+                ["_referrers", sa, sh, ra, rh, "link"] => Some(Entry::Referrer(
+                    repo,
+                    digest_of(sa, sh)?,
+                    digest_of(ra, rh)?,
+                )),
+                ["_uploads", id, file] => {
+                    let id = UploadId::parse(id).ok()?;
+                    Some(Entry::Upload(repo, id, (*file).to_owned()))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The v2 root itself: what garbage collection and `check` walk.
+pub fn v2_root() -> StoragePath {
+    path(&[])
+}
+
+/// `blobs`
+pub fn blobs_root() -> StoragePath {
+    path(&["blobs"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +482,50 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got.as_str(), want);
         }
+    }
+
+    #[test]
+    fn classify_reads_back_every_path_it_builds() {
+        let id = UploadId::parse("3f1b2c4d-0000-4000-8000-000000000001").unwrap();
+        let t = Tag::parse("latest").unwrap();
+        let run = uuid::Uuid::new_v4();
+        let run_name = run.simple().to_string();
+        let cases = [
+            (blob_data(&d()), Entry::Blob(d())),
+            (layer_link(&r(), &d()), Entry::Layer(r(), d())),
+            (revision_link(&r(), &d()), Entry::Revision(r(), d())),
+            (
+                tag_current_link(&r(), &t),
+                Entry::TagCurrent(r(), t.clone()),
+            ),
+            (tag_index_link(&r(), &t, &d()), Entry::TagIndex(r(), t, d())),
+            (
+                referrer_link(&r(), &d(), &d()),
+                Entry::Referrer(r(), d(), d()),
+            ),
+            (
+                upload_data(&r(), &id),
+                Entry::Upload(r(), id.clone(), "data".into()),
+            ),
+            (pin(&d(), &uuid::Uuid::new_v4()), Entry::Pin(d())),
+            (
+                quarantined_blob(&run, &d()),
+                Entry::QuarantinedBlob(run_name.clone(), d()),
+            ),
+            (
+                quarantined_revision(&run, &r(), &d()),
+                Entry::QuarantinedRevision(run_name.clone(), r(), d()),
+            ),
+            (
+                quarantined_layer(&run, &r(), &d()),
+                Entry::QuarantinedLayer(run_name.clone(), r(), d()),
+            ),
+            (gc_run_started(&run), Entry::RunStarted(run_name)),
+        ];
+        for (p, want) in cases {
+            assert_eq!(classify(&p), Some(want), "{p}");
+        }
+        assert_eq!(classify(&digest_tags_complete(&r())), None);
+        assert_eq!(classify(&blob_dir(&d())), None);
     }
 }

@@ -9,11 +9,14 @@
 
 mod blobs;
 mod cache;
+mod check;
 mod error;
+mod gc;
 pub mod layout;
 mod listing;
 mod maintenance;
 mod manifests;
+mod pins;
 mod referrers;
 mod tagindex;
 mod uploads;
@@ -23,7 +26,9 @@ use std::sync::Arc;
 use berth_storage::StorageDriver;
 
 pub use blobs::BlobRead;
+pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
+pub use gc::{GcOptions, GcReport};
 pub use listing::Page;
 pub use maintenance::PurgeReport;
 pub use manifests::{ManifestRead, PutManifest};
@@ -42,6 +47,10 @@ pub struct Options {
     pub read_only: bool,
     /// Largest manifest body accepted, in bytes.
     pub max_manifest_size: usize,
+    /// How long a pin protects what an operation is about to reference (see `pins`): half
+    /// the garbage collector's grace period, so an operation slower than this re-pins before
+    /// writing its links.
+    pub pin_lease: std::time::Duration,
 }
 
 impl Default for Options {
@@ -50,6 +59,7 @@ impl Default for Options {
             delete_enabled: false,
             read_only: false,
             max_manifest_size: 4 * 1024 * 1024,
+            pin_lease: std::time::Duration::from_secs(30 * 60),
         }
     }
 }

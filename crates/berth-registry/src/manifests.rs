@@ -74,31 +74,50 @@ impl Registry {
             }
             Reference::Tag(_) => digest_of(&body, Algorithm::Sha256),
         };
-        for blob in manifest.required_blobs() {
-            if !self.blob_linked_and_present(repo, &blob.digest).await? {
-                return Err(Error::ManifestBlobUnknown {
-                    digest: blob.digest.clone(),
-                });
+        // Pin before checking (see `pins`): a garbage collector that has not yet seen the pin
+        // has already set a blob aside, so the checks below find it missing and the PUT fails
+        // cleanly instead of linking a blob that is about to be deleted.
+        let pinned: Vec<&Digest> = manifest
+            .required_blobs()
+            .chain(&manifest.manifests)
+            .map(|d| &d.digest)
+            .chain([&digest])
+            .collect();
+        let mut lease = self.pin(pinned.iter().copied()).await?;
+        let _guard = loop {
+            for blob in manifest.required_blobs() {
+                if !self.blob_linked_and_present(repo, &blob.digest).await? {
+                    return Err(Error::ManifestBlobUnknown {
+                        digest: blob.digest.clone(),
+                    });
+                }
             }
-        }
-        // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
-        // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
-        for child in &manifest.manifests {
-            if !self.revision_exists(repo, &child.digest).await? {
-                return Err(Error::ManifestBlobUnknown {
-                    digest: child.digest.clone(),
-                });
+            // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
+            // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
+            for child in &manifest.manifests {
+                if !self.revision_exists(repo, &child.digest).await? {
+                    return Err(Error::ManifestBlobUnknown {
+                        digest: child.digest.clone(),
+                    });
+                }
             }
-        }
 
-        let _guard = self.lock_manifests_shared(repo).await;
-        let data = layout::blob_data(&digest);
-        match self.driver().stat(&data).await {
-            Ok(m) if m.size == body.len() as u64 => {}
-            Ok(_) => self.driver().put(&data, body.clone()).await?,
-            Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
-            Err(e) => return Err(e.into()),
-        }
+            let guard = self.lock_manifests_shared(repo).await;
+            let data = layout::blob_data(&digest);
+            match self.driver().stat(&data).await {
+                Ok(m) if m.size == body.len() as u64 => {}
+                Ok(_) => self.driver().put(&data, body.clone()).await?,
+                Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
+                Err(e) => return Err(e.into()),
+            }
+            // The links below must land while the pins still protect what they reference;
+            // after a stall longer than the lease, pin and check again.
+            if lease.is_valid() {
+                break guard;
+            }
+            drop(guard);
+            lease = self.pin(pinned.iter().copied()).await?;
+        };
         // With the content durable, the links that do not depend on each other are written
         // together; the tag's `current` link moves only after all of them are durable.
         let revision_link = layout::revision_link(repo, &digest);
@@ -119,6 +138,9 @@ impl Registry {
             }
         };
         let joined = tokio::try_join!(revision, referrer, tag_prepared);
+        if lease.overran() {
+            tracing::warn!(%digest, "manifest links were written more than a garbage-collection grace period after pinning; storage is too slow for the configured graceperiod");
+        }
         // A first manifest may be what makes this repository appear in the catalog.
         self.inner.caches.forget_catalog();
         let ((), (), prepared) = joined?;

@@ -264,7 +264,13 @@ impl Registry {
                 actual,
             })
         } else {
-            match self.commit_blob(&data, digest).await {
+            // Pinned before the blob lands or is found already there, so a concurrent garbage
+            // collection keeps it for its grace period (see `pins`).
+            let committed = async {
+                self.pin([digest]).await?;
+                self.commit_blob(&data, digest).await
+            };
+            match committed.await {
                 Ok(()) => self.link_layer(repo, digest).await,
                 Err(e) => Err(e),
             }
@@ -362,6 +368,7 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         self.check_writable()?;
+        self.pin([digest]).await?;
         if !self.blob_linked_and_present(from, digest).await? {
             return Ok(false);
         }

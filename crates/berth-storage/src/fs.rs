@@ -94,6 +94,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained an entry so the
 /// new directories survive a crash along with the file later renamed into them.
+/// True when `dir` is the walk's root (whose absence is the caller's NotFound).
+fn found_root(dir: &Path, root: &Path) -> bool {
+    dir == root
+}
+
 fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -328,10 +333,20 @@ impl StorageDriver for FsDriver {
         let full = self.full(path);
         let start = path.clone();
         blocking(move || {
+            let root = full.clone();
             let mut found = Vec::new();
             let mut pending = vec![(full, start)];
             while let Some((dir, dir_path)) = pending.pop() {
-                for entry in fs::read_dir(&dir)? {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    // A subdirectory removed since it was listed (an upload session finishing,
+                    // a tag deleted) is simply no longer there; only a missing root is NotFound.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !found_root(&dir, &root) => {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
                     let entry = entry?;
                     let name = entry.file_name();
                     // Temporaries and names no StoragePath can hold are not content.
@@ -350,6 +365,60 @@ impl StorageDriver for FsDriver {
                     if meta.is_dir() {
                         pending.push((entry.path(), child));
                     } else {
+                        found.push(FileInfo {
+                            path: child,
+                            size: meta.len(),
+                            modified: meta.modified()?,
+                        });
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| Self::err("walk", path, e))
+    }
+
+    async fn temporaries(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
+        let full = self.full(path);
+        let start = path.clone();
+        blocking(move || {
+            let root = full.clone();
+            let mut found = Vec::new();
+            let mut pending = vec![(full, start)];
+            while let Some((dir, dir_path)) = pending.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    // A subdirectory removed since it was listed (an upload session finishing,
+                    // a tag deleted) is simply no longer there; only a missing root is NotFound.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !found_root(&dir, &root) => {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let Ok(child) = dir_path.join(&name) else {
+                        continue;
+                    };
+                    // The directory entry's type needs no stat: only temporaries are stat'ed.
+                    let is_dir = match entry.file_type() {
+                        Ok(t) => t.is_dir(),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if is_dir {
+                        pending.push((entry.path(), child));
+                    } else if name.starts_with('.') && name.contains(".tmp-") {
+                        let meta = match entry.metadata() {
+                            Ok(m) => m,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                        };
+                        // The names `put_atomic` gives its temporary files.
                         found.push(FileInfo {
                             path: child,
                             size: meta.len(),

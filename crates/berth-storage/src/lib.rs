@@ -204,6 +204,15 @@ pub trait StorageDriver: Send + Sync + 'static {
         let _ = path;
         Ok(None)
     }
+
+    /// Leftovers of interrupted writes below a directory (a crash between creating a
+    /// driver's temporary file and renaming it), which [`walk`](Self::walk) hides. Each can be
+    /// passed to [`delete`](Self::delete). Drivers whose writes need no temporary files (object
+    /// stores) have none, which is the default.
+    async fn temporaries(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
+        let _ = path;
+        Ok(Vec::new())
+    }
 }
 
 /// An open file being written.

@@ -119,6 +119,17 @@ impl Berth {
     /// Starts berth over `root` (with deletes enabled and upload purging off), writing its
     /// config into and appending its log to `workdir`, and waits until `/v2/` answers.
     pub async fn start(root: &Path, workdir: &Path) -> Result<Berth> {
+        Self::start_with(root, workdir, "{uploadpurging: {enabled: false}}", "warn").await
+    }
+
+    /// Like [`start`](Self::start), with `storage.maintenance` set to `maintenance` (YAML
+    /// flow style) and logging at `log_level`.
+    pub async fn start_with(
+        root: &Path,
+        workdir: &Path,
+        maintenance: &str,
+        log_level: &str,
+    ) -> Result<Berth> {
         let bin = berth_bin()?;
         let port = free_port()?;
         let config = workdir.join("config.yml");
@@ -126,11 +137,11 @@ impl Berth {
             &config,
             format!(
                 "version: 0.1\n\
-                 log: {{level: warn}}\n\
+                 log: {{level: {log_level}}}\n\
                  storage:\n  \
                    filesystem: {{rootdirectory: {}}}\n  \
                    delete: {{enabled: true}}\n  \
-                   maintenance: {{uploadpurging: {{enabled: false}}}}\n\
+                   maintenance: {maintenance}\n\
                  http: {{addr: 127.0.0.1:{port}, draintimeout: 1s}}\n",
                 root.display()
             ),

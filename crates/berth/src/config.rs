@@ -230,6 +230,36 @@ pub struct Enabled {
 pub struct Maintenance {
     pub uploadpurging: UploadPurging,
     pub readonly: Enabled,
+    /// berth's: online garbage collection (Distribution has only the offline command).
+    pub garbagecollect: GarbageCollect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct GarbageCollect {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub enabled: bool,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+    /// Nothing younger than this is swept; pushes re-pin after half of it.
+    #[serde(deserialize_with = "go_duration")]
+    pub graceperiod: Duration,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub dryrun: bool,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub deleteuntagged: bool,
+}
+
+impl Default for GarbageCollect {
+    fn default() -> Self {
+        GarbageCollect {
+            enabled: false,
+            interval: Duration::from_secs(24 * 3600),
+            graceperiod: Duration::from_secs(3600),
+            dryrun: false,
+            deleteuntagged: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -937,6 +967,20 @@ mod tests {
         assert!(l.config.storage.delete.enabled);
         assert!(!l.config.storage.maintenance.uploadpurging.enabled);
         assert!(l.config.http.relativeurls);
+    }
+
+    #[test]
+    fn garbage_collect_keys_and_env_overrides() {
+        let l = load_str(
+            "storage:\n  maintenance:\n    garbagecollect:\n      enabled: true\n      interval: 10m\n",
+            &[("REGISTRY_STORAGE_MAINTENANCE_GARBAGECOLLECT_GRACEPERIOD", "90s")],
+        )
+        .unwrap();
+        let gc = &l.config.storage.maintenance.garbagecollect;
+        assert!(gc.enabled && !gc.dryrun && !gc.deleteuntagged);
+        assert_eq!(gc.interval, Duration::from_secs(600));
+        assert_eq!(gc.graceperiod, Duration::from_secs(90));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 
     #[test]

@@ -33,16 +33,111 @@ enum Command {
         /// Distribution-format config.yml; defaults to $REGISTRY_CONFIGURATION_PATH if set.
         config: Option<PathBuf>,
     },
+    /// Delete blobs no manifest references (Distribution's `garbage-collect`, safe to run
+    /// while berth serves the same storage).
+    GarbageCollect {
+        /// List what would be deleted and the bytes it would free; delete nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also delete manifests no tag reaches (an index's children and the referrers of a
+        /// kept manifest count as reached).
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Keep anything younger than this (Go duration, e.g. `0s`, `1h`); default
+        /// storage.maintenance.garbagecollect.graceperiod (1h).
+        #[arg(long, value_parser = config::parse_go_duration)]
+        grace_period: Option<std::time::Duration>,
+        /// Distribution-format config.yml.
+        config: Option<PathBuf>,
+    },
+    /// Verify every blob against its digest and every link against what it names; exit 1
+    /// if something is wrong (and, with --repair, could not be fixed).
+    Check {
+        /// Remove or fix what is safe: dangling layer links, stale referrer entries,
+        /// corrupt blobs, orphaned uploads, old temporary files, abandoned quarantines.
+        #[arg(long)]
+        repair: bool,
+        /// Distribution-format config.yml.
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::GarbageCollect {
+            dry_run,
+            delete_untagged,
+            grace_period,
+            config,
+        } => offline(config, |registry, config| async move {
+            let gc = &config.storage.maintenance.garbagecollect;
+            let options = berth_registry::GcOptions {
+                dry_run,
+                delete_untagged,
+                grace_period: grace_period.unwrap_or(gc.graceperiod),
+                upload_age: upload_age(&config),
+            };
+            let report = registry
+                .garbage_collect(&options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for (repo, digest) in &report.manifests_deleted {
+                println!("{verb} manifest {repo}@{digest}");
+            }
+            for (digest, size) in &report.blobs_swept {
+                println!("{verb} blob {digest} ({size} bytes)");
+            }
+            println!(
+                "{} manifests and {} blobs marked, {} blobs {verb}, {} bytes freed{}, {} untagged manifests {verb}, {} uploads purged, {} temporary files removed, in {:.3}s",
+                report.manifests_marked,
+                report.blobs_marked,
+                report.blobs_swept.len(),
+                report.bytes_freed,
+                if dry_run { " (dry run)" } else { "" },
+                report.manifests_deleted.len(),
+                report.uploads_purged.len(),
+                report.temporaries_removed,
+                report.duration.as_secs_f64()
+            );
+            Ok(true)
+        }),
+        Command::Check { repair, config } => offline(config, |registry, config| async move {
+            let options = berth_registry::CheckOptions {
+                repair,
+                grace_period: config.storage.maintenance.garbagecollect.graceperiod,
+                upload_age: config.storage.maintenance.uploadpurging.age,
+            };
+            let report = registry.check(&options).await.map_err(|e| e.to_string())?;
+            for p in &report.problems {
+                let fixed = if p.repaired { " [repaired]" } else { "" };
+                println!("{}: {}: {}{fixed}", p.kind, p.path, p.detail);
+            }
+            let unrepaired = report.problems.iter().filter(|p| !p.repaired).count();
+            println!(
+                "checked {} blobs ({} bytes) and {} links: {} problems, {} repaired",
+                report.blobs_checked,
+                report.bytes_checked,
+                report.links_checked,
+                report.problems.len(),
+                report.problems.len() - unrepaired
+            );
+            Ok(unrepaired == 0)
+        }),
     }
 }
 
-fn serve(config_path: Option<PathBuf>) -> ExitCode {
+/// Upload sessions older than this are purged by garbage collection too (if purging is on).
+fn upload_age(config: &config::Config) -> Option<std::time::Duration> {
+    let purging = &config.storage.maintenance.uploadpurging;
+    purging.enabled.then_some(purging.age)
+}
+
+/// Loads the configuration (the argument, else `$REGISTRY_CONFIGURATION_PATH`) and starts
+/// logging. Exit code 2 on a configuration error, as Distribution.
+fn load_config(config_path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
     let config_path = config_path.or_else(|| {
         std::env::var_os("REGISTRY_CONFIGURATION_PATH")
             .filter(|v| !v.is_empty())
@@ -53,17 +148,73 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("berth: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let config = loaded.config;
     if let Err(e) = init_logging(&config.log) {
         eprintln!("berth: {e}");
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    Ok(config)
+}
+
+/// The registry the configuration describes.
+async fn build_registry(config: &config::Config) -> Result<(Registry, String), String> {
+    let (driver, storage) = build_driver(config).await?;
+    let options = Options {
+        delete_enabled: config.storage.delete.enabled,
+        read_only: config.storage.maintenance.readonly.enabled,
+        max_manifest_size: config.validation.manifests.maxsize,
+        pin_lease: config.storage.maintenance.garbagecollect.graceperiod / 2,
+    };
+    Ok((Registry::new(driver, options), storage))
+}
+
+/// Runs a maintenance command over the configured storage: exit 0 when it returns true, 1
+/// when false or on error, 2 on a configuration error.
+fn offline<F, Fut>(config_path: Option<PathBuf>, command: F) -> ExitCode
+where
+    F: FnOnce(Registry, config::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (registry, _) = build_registry(&config).await?;
+        command(registry, config).await
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     // Before the runtime: an unusable htpasswd file or policy is a configuration error (2).
     let auth = match build_auth(config.auth.as_ref()) {
         Ok(a) => a,
@@ -149,13 +300,7 @@ async fn run(
     auth: Option<Arc<berth_server::Auth>>,
     tls: Option<berth_server::tls::TlsAcceptor>,
 ) -> Result<(), String> {
-    let (driver, storage) = build_driver(&config).await?;
-    let options = Options {
-        delete_enabled: config.storage.delete.enabled,
-        read_only: config.storage.maintenance.readonly.enabled,
-        max_manifest_size: config.validation.manifests.maxsize,
-    };
-    let registry = Registry::new(driver, options);
+    let (registry, storage) = build_registry(&config).await?;
 
     let mut headers = Vec::new();
     for (name, values) in &config.http.headers {
@@ -188,6 +333,18 @@ async fn run(
             purging.dryrun,
         );
         tokio::spawn(async move { purge_loop(registry, age, interval, dry_run).await });
+    }
+
+    let gc = &config.storage.maintenance.garbagecollect;
+    if gc.enabled && !config.storage.maintenance.readonly.enabled {
+        let options = berth_registry::GcOptions {
+            dry_run: gc.dryrun,
+            delete_untagged: gc.deleteuntagged,
+            grace_period: gc.graceperiod,
+            upload_age: upload_age(&config),
+        };
+        let (registry, interval) = (registry.clone(), gc.interval);
+        tokio::spawn(async move { gc_loop(registry, options, interval).await });
     }
 
     let addr = config.listen_addr();
@@ -340,6 +497,22 @@ async fn purge_loop(
                 "upload purge finished"
             ),
             Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+        }
+    }
+}
+
+/// Online garbage collection: one pass every `interval`, for as long as the server runs.
+/// Pushes need no pause: pins, the grace period and quarantine keep them safe (gc.rs).
+async fn gc_loop(
+    registry: Registry,
+    options: berth_registry::GcOptions,
+    interval: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        // The pass logs its own progress and results.
+        if let Err(e) = registry.garbage_collect(&options).await {
+            tracing::warn!(error = %e, "garbage collection failed");
         }
     }
 }

@@ -1,0 +1,813 @@
+//! Garbage collection: mark every blob a kept manifest references, sweep the rest, safely
+//! while other processes keep pushing.
+//!
+//! The meaning is Distribution's `garbage-collect` (`registry/storage/garbagecollect.go`):
+//! every manifest revision of every repository is kept, with all it references; with
+//! `delete_untagged`, only manifests reachable from a tag are, and the others lose their
+//! revision links. berth keeps more than Distribution 2.8 there: the children of a kept index
+//! and the referrers (signatures, SBOMs) of a kept manifest are kept too.
+//!
+//! Unlike Distribution's, it runs online. Three things make that safe, argued in full in
+//! ARCHITECTURE.md ("Garbage collection"): a grace period (nothing younger than it is
+//! swept, measured on the storage's clock), pins (`pins.rs`: whoever is about to reference a
+//! blob says so first), and quarantine (a blob is moved aside, then the pins are read again,
+//! then it is deleted or put back). The same pass removes expired pins, abandoned
+//! quarantines, upload sessions older than the upload age, and temporary files that crashed
+//! writes left behind.
+//!
+//! Speed comes from reading the tree with a few walks (one paginated LIST each on object
+//! stores) instead of file by file, and from reading manifests concurrently.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_oci::{Digest, RepoName, Tag};
+use berth_storage::{FileInfo, StoragePath};
+use futures_util::{StreamExt, stream};
+use serde::Deserialize;
+
+use crate::layout::{self, Entry};
+use crate::{Error, Registry, Result};
+
+/// How many storage requests one phase keeps in flight.
+const CONCURRENCY: usize = 32;
+
+/// Sweeping is a rename, a pin listing and a delete per blob, each waiting on the disk
+/// (a directory fsync on a filesystem): more in flight lets the journal batch them.
+const SWEEP_CONCURRENCY: usize = 128;
+
+/// A quarantine whose run started longer ago than this (and than the grace period) is taken
+/// to belong to a collector that died; its contents are put back, which is always safe.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// What a run should do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+    /// Keep only manifests reachable from a tag; delete the other revisions' links.
+    pub delete_untagged: bool,
+    /// Nothing younger than this is removed: blobs, revisions, pins, temporary files.
+    pub grace_period: Duration,
+    /// Upload sessions older than this are purged in the same pass (`None`: left alone).
+    pub upload_age: Option<Duration>,
+}
+
+/// What a run found and did.
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    /// Manifests whose references were marked.
+    pub manifests_marked: usize,
+    /// Distinct blobs marked (manifests included).
+    pub blobs_marked: usize,
+    /// Blobs in the store when the run looked.
+    pub blobs_seen: usize,
+    /// Blobs removed (or, in a dry run, that would be), with their sizes.
+    pub blobs_swept: Vec<(Digest, u64)>,
+    /// Bytes those blobs held.
+    pub bytes_freed: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period or pinned.
+    pub blobs_spared: usize,
+    /// Blobs put back because a pin appeared while they were set aside.
+    pub blobs_restored: usize,
+    /// Layer links to blobs no longer stored, removed.
+    pub layer_links_removed: usize,
+    /// Untagged revisions removed (or that would be), with `delete_untagged`.
+    pub manifests_deleted: Vec<(RepoName, Digest)>,
+    /// Upload sessions purged (`repository/uuid`).
+    pub uploads_purged: Vec<String>,
+    /// Temporary files of interrupted writes removed.
+    pub temporaries_removed: usize,
+    /// Expired pins removed.
+    pub pins_removed: usize,
+    /// How long the run took.
+    pub duration: Duration,
+}
+
+/// Which collection runs are alive.
+struct AbandonedRuns {
+    /// Runs whose `started` marker is recent, this one included.
+    live: HashSet<String>,
+    /// Runs whose marker is old: their collector died.
+    dead: HashSet<String>,
+}
+
+impl AbandonedRuns {
+    fn contains(&self, run: &str) -> bool {
+        !self.live.contains(run)
+    }
+}
+
+impl<'a> IntoIterator for &'a AbandonedRuns {
+    type Item = &'a String;
+    type IntoIter = std::collections::hash_set::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.dead.iter()
+    }
+}
+
+/// What a manifest references, read leniently: whatever another registry stored is still
+/// marked correctly (schema 1's `fsLayers` included), where strict parsing would refuse it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct References {
+    config: Option<Ref>,
+    #[serde(default)]
+    layers: Vec<Ref>,
+    #[serde(default)]
+    manifests: Vec<Ref>,
+    subject: Option<Ref>,
+    #[serde(default)]
+    fs_layers: Vec<BlobSum>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Ref {
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlobSum {
+    blob_sum: String,
+}
+
+/// A manifest's outgoing edges.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Edges {
+    /// Config and layers (and schema 1 blobSums).
+    pub(crate) blobs: Vec<Digest>,
+    /// Child manifests of an index.
+    pub(crate) children: Vec<Digest>,
+    /// The manifest this one refers to.
+    subject: Option<Digest>,
+}
+
+/// What a stored manifest references; `None` when it is not JSON at all.
+pub(crate) fn edges_of(body: &[u8]) -> Option<Edges> {
+    let refs: References = serde_json::from_slice(body).ok()?;
+    let digest = |s: &str| Digest::parse(s).ok();
+    Some(Edges {
+        blobs: refs
+            .config
+            .iter()
+            .chain(&refs.layers)
+            .filter_map(|r| digest(&r.digest))
+            .chain(refs.fs_layers.iter().filter_map(|b| digest(&b.blob_sum)))
+            .collect(),
+        children: refs
+            .manifests
+            .iter()
+            .filter_map(|r| digest(&r.digest))
+            .collect(),
+        subject: refs.subject.and_then(|s| digest(&s.digest)),
+    })
+}
+
+/// Tag history links, by repository and the digest they record.
+type TagIndex = HashMap<(RepoName, Digest), Vec<StoragePath>>;
+
+/// Everything one walk of `repositories/` says.
+#[derive(Default)]
+struct RepoTree {
+    /// Revision links with their modification times.
+    revisions: Vec<(RepoName, Digest, SystemTime)>,
+    /// Layer links with their modification times.
+    layers: Vec<(RepoName, Digest, SystemTime)>,
+    /// Revision and layer links some run set aside.
+    quarantined: Vec<(StoragePath, Entry)>,
+    /// Tag `current` links.
+    tags: Vec<(RepoName, Tag, StoragePath)>,
+    /// Tag history links, by repository and digest.
+    tag_index: TagIndex,
+    /// Upload sessions: directory, and when it started.
+    uploads: HashMap<StoragePath, (String, crate::UploadId, SystemTime)>,
+}
+
+/// Walks `path`; an absent root is an empty tree. Any other failure stops the run: a walk
+/// that silently returned less would leave manifests unmarked and their blobs swept.
+async fn walk_or_empty(registry: &Registry, path: &StoragePath) -> Result<Vec<FileInfo>> {
+    match registry.driver().walk(path).await {
+        Ok(files) => Ok(files),
+        Err(e) if e.is_not_found() => match registry.driver().stat(path).await {
+            Err(absent) if absent.is_not_found() => Ok(Vec::new()),
+            _ => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ignore_not_found(r: berth_storage::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+impl Registry {
+    /// Runs one garbage collection.
+    pub async fn garbage_collect(&self, options: &GcOptions) -> Result<GcReport> {
+        let began = Instant::now();
+        let mut report = GcReport::default();
+        let run = uuid::Uuid::new_v4();
+        // The run's start on the storage's clock: every modification time below was set by
+        // the same clock, so ages do not depend on this host's.
+        let started_marker = layout::gc_run_started(&run);
+        let t0 = if options.dry_run {
+            SystemTime::now()
+        } else {
+            self.driver()
+                .put(&started_marker, bytes::Bytes::new())
+                .await?;
+            self.driver().stat(&started_marker).await?.modified
+        };
+        let threshold = t0.checked_sub(options.grace_period).unwrap_or(t0);
+        tracing::info!(%run, dry_run = options.dry_run, delete_untagged = options.delete_untagged,
+            grace_period = ?options.grace_period, "garbage collection started");
+
+        let abandoned = self.abandoned_runs(&run, t0, threshold).await?;
+
+        // The four walks are independent, so they run together (each is one blocking walk on
+        // a filesystem, one paginated LIST on an object store). Their order does not matter
+        // for safety: a blob is only a candidate if old, unmarked and unpinned, whenever seen.
+        let blobs_root = layout::blobs_root();
+        let (mut tree, blob_files, pins, temporaries) = tokio::try_join!(
+            self.walk_repositories(),
+            walk_or_empty(self, &blobs_root),
+            self.newest_pins(),
+            self.temporaries(),
+        )?;
+        if !options.dry_run {
+            // Put back what a collector that died set aside: always safe, and this run then
+            // judges it afresh.
+            for (path, entry) in std::mem::take(&mut tree.quarantined) {
+                match entry {
+                    Entry::QuarantinedRevision(r, repo, digest) if abandoned.contains(&r) => {
+                        self.restore(&path, &layout::revision_link(&repo, &digest))
+                            .await?;
+                        tree.revisions.push((repo, digest, SystemTime::UNIX_EPOCH));
+                    }
+                    Entry::QuarantinedLayer(r, repo, digest) if abandoned.contains(&r) => {
+                        self.restore(&path, &layout::layer_link(&repo, &digest))
+                            .await?;
+                        tree.layers.push((repo, digest, SystemTime::UNIX_EPOCH));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let edges = self.read_manifests(&tree).await?;
+        let pinned = |d: &Digest| pins.get(d).is_some_and(|(newest, _)| *newest >= threshold);
+
+        // Mark.
+        let mut kept: HashSet<(RepoName, Digest)> = HashSet::new();
+        if options.delete_untagged {
+            kept = self.reachable(&tree, &edges, threshold, &pinned).await?;
+            let doomed: Vec<(RepoName, Digest)> = tree
+                .revisions
+                .iter()
+                .filter(|(repo, digest, _)| !kept.contains(&(repo.clone(), digest.clone())))
+                .map(|(repo, digest, _)| (repo.clone(), digest.clone()))
+                .collect();
+            if options.dry_run {
+                for (repo, digest) in doomed {
+                    tracing::info!(repository = %repo, %digest, "untagged manifest eligible for deletion (dry run)");
+                    report.manifests_deleted.push((repo, digest));
+                }
+            } else {
+                let tag_index = Arc::new(std::mem::take(&mut tree.tag_index));
+                let outcomes: Vec<(RepoName, Digest, Result<bool>)> = stream::iter(doomed)
+                    .map(|(repo, digest)| {
+                        let (this, tag_index) = (self.clone(), tag_index.clone());
+                        async move {
+                            let outcome = this
+                                .sweep_revision(&run, &repo, &digest, threshold, &tag_index)
+                                .await;
+                            (repo, digest, outcome)
+                        }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+                for (repo, digest, outcome) in outcomes {
+                    if outcome? {
+                        tracing::info!(repository = %repo, %digest, "untagged manifest deleted");
+                        report.manifests_deleted.push((repo, digest));
+                    } else {
+                        kept.insert((repo, digest));
+                    }
+                }
+            }
+        } else {
+            for (repo, digest, _) in &tree.revisions {
+                kept.insert((repo.clone(), digest.clone()));
+            }
+        }
+        let mut marked: HashSet<Digest> = HashSet::new();
+        for (_, digest) in &kept {
+            marked.insert(digest.clone());
+            if let Some(e) = edges.get(digest) {
+                marked.extend(e.blobs.iter().cloned());
+                marked.extend(e.children.iter().cloned());
+            }
+        }
+        report.manifests_marked = kept.len();
+        report.blobs_marked = marked.len();
+        tracing::info!(
+            manifests = report.manifests_marked,
+            blobs = report.blobs_marked,
+            "garbage collection marked"
+        );
+
+        // Sweep.
+        let mut stored: HashSet<Digest> = HashSet::new();
+        let mut found = Vec::new();
+        for f in blob_files {
+            match layout::classify(&f.path) {
+                Some(Entry::Blob(d)) => found.push((d, f.size, f.modified)),
+                Some(Entry::QuarantinedBlob(r, d))
+                    if !options.dry_run && abandoned.contains(&r) =>
+                {
+                    self.restore(&f.path, &layout::blob_data(&d)).await?;
+                    found.push((d, f.size, f.modified));
+                }
+                _ => {}
+            }
+        }
+        let blobs: Vec<(Digest, u64)> = found
+            .into_iter()
+            .inspect(|(d, _, _)| {
+                report.blobs_seen += 1;
+                stored.insert(d.clone());
+            })
+            .filter(|(d, _, _)| !marked.contains(d))
+            .filter(|(d, _, modified)| {
+                let spare = *modified >= threshold || pinned(d);
+                if spare {
+                    report.blobs_spared += 1;
+                }
+                !spare
+            })
+            .map(|(d, size, _)| (d, size))
+            .collect();
+        if options.dry_run {
+            for (digest, size) in blobs {
+                tracing::info!(%digest, size, "blob eligible for deletion (dry run)");
+                report.bytes_freed += size;
+                report.blobs_swept.push((digest, size));
+            }
+        } else {
+            // Owned items and a cloned registry: futures that borrow from the stream's items
+            // trip a compiler limitation (rust#102211) once the run is spawned as a task.
+            let outcomes: Vec<(Digest, u64, Result<Option<bool>>)> = stream::iter(blobs)
+                .map(|(digest, size)| {
+                    let this = self.clone();
+                    async move {
+                        let outcome = this.sweep_blob(&run, &digest, threshold).await;
+                        (digest, size, outcome)
+                    }
+                })
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            for (digest, size, outcome) in outcomes {
+                match outcome? {
+                    Some(true) => {
+                        tracing::debug!(%digest, size, "blob deleted");
+                        report.bytes_freed += size;
+                        report.blobs_swept.push((digest, size));
+                    }
+                    Some(false) => report.blobs_restored += 1,
+                    None => {}
+                }
+            }
+            for (digest, _) in &report.blobs_swept {
+                stored.remove(digest);
+            }
+            // Layer links to blobs no longer stored serve nothing; Distribution leaves them,
+            // berth removes the old ones under the same pin-and-quarantine rule.
+            let dangling: Vec<(RepoName, Digest)> = tree
+                .layers
+                .iter()
+                .filter(|(_, d, modified)| !stored.contains(d) && *modified < threshold)
+                .map(|(r, d, _)| (r.clone(), d.clone()))
+                .collect();
+            let unlinked: Vec<Result<bool>> = stream::iter(dangling)
+                .map(|(repo, digest)| {
+                    let this = self.clone();
+                    async move { this.sweep_layer_link(&run, &repo, &digest, threshold).await }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for u in unlinked {
+                if u? {
+                    report.layer_links_removed += 1;
+                }
+            }
+        }
+        tracing::info!(
+            swept = report.blobs_swept.len(),
+            bytes_freed = report.bytes_freed,
+            spared = report.blobs_spared,
+            restored = report.blobs_restored,
+            dry_run = options.dry_run,
+            "garbage collection swept blobs"
+        );
+
+        self.sweep_housekeeping(options, threshold, &tree, &pins, temporaries, &mut report)
+            .await?;
+        if !options.dry_run {
+            ignore_not_found(self.driver().delete(&layout::gc_run(&run)).await)?;
+            for r in &abandoned {
+                if let Ok(dir) = layout::gc_runs_root().join(r) {
+                    ignore_not_found(self.driver().delete(&dir).await)?;
+                }
+            }
+        }
+        report.duration = began.elapsed();
+        tracing::info!(
+            manifests_marked = report.manifests_marked,
+            blobs_marked = report.blobs_marked,
+            blobs_swept = report.blobs_swept.len(),
+            bytes_freed = report.bytes_freed,
+            manifests_deleted = report.manifests_deleted.len(),
+            layer_links_removed = report.layer_links_removed,
+            uploads_purged = report.uploads_purged.len(),
+            temporaries_removed = report.temporaries_removed,
+            pins_removed = report.pins_removed,
+            duration_ms = report.duration.as_millis() as u64,
+            dry_run = options.dry_run,
+            "garbage collection finished"
+        );
+        Ok(report)
+    }
+
+    /// One walk of `repositories/`, sorted into what the collector needs.
+    async fn walk_repositories(&self) -> Result<RepoTree> {
+        let mut tree = RepoTree::default();
+        for file in walk_or_empty(self, &layout::repositories_root()).await? {
+            match layout::classify(&file.path) {
+                Some(Entry::Revision(repo, digest)) => {
+                    tree.revisions.push((repo, digest, file.modified))
+                }
+                Some(Entry::TagCurrent(repo, tag)) => tree.tags.push((repo, tag, file.path)),
+                Some(Entry::Layer(repo, digest)) => tree.layers.push((repo, digest, file.modified)),
+                Some(e @ (Entry::QuarantinedRevision(..) | Entry::QuarantinedLayer(..))) => {
+                    tree.quarantined.push((file.path, e))
+                }
+                Some(Entry::TagIndex(repo, _, digest)) => tree
+                    .tag_index
+                    .entry((repo, digest))
+                    .or_default()
+                    .push(file.path.parent()),
+                Some(Entry::Upload(repo, id, _)) => {
+                    let slot = tree.uploads.entry(file.path.parent()).or_insert((
+                        format!("{repo}/{}", id.as_str()),
+                        id,
+                        file.modified,
+                    ));
+                    // A session's age is that of its newest file: `data` is appended on every
+                    // chunk, so a slow upload that is still moving is never purged.
+                    slot.2 = slot.2.max(file.modified);
+                }
+                _ => {}
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Reads every revision's manifest once, concurrently. A revision whose manifest is
+    /// missing marks nothing (`check` reports it); one that cannot be parsed stops the run,
+    /// because its references are unknown and sweeping could delete them.
+    async fn read_manifests(&self, tree: &RepoTree) -> Result<HashMap<Digest, Edges>> {
+        let digests: HashSet<&Digest> = tree.revisions.iter().map(|(_, d, _)| d).collect();
+        let digests: Vec<Digest> = digests.into_iter().cloned().collect();
+        let read: Vec<Result<Option<(Digest, Edges)>>> = stream::iter(digests)
+            .map(|digest| {
+                let this = self.clone();
+                async move {
+                    match this.driver().get(&layout::blob_data(&digest)).await {
+                        Ok(body) => match edges_of(&body) {
+                            Some(edges) => Ok(Some((digest, edges))),
+                            None => {
+                                tracing::error!(%digest, "manifest cannot be parsed; garbage collection stops");
+                                Err(Error::Corrupt { digest })
+                            }
+                        },
+                        Err(e) if e.is_not_found() => {
+                            tracing::warn!(%digest, "revision names a manifest that is not stored");
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut edges = HashMap::new();
+        for r in read {
+            if let Some((d, e)) = r? {
+                edges.insert(d, e);
+            }
+        }
+        Ok(edges)
+    }
+
+    /// Temporary files of interrupted writes anywhere in the tree.
+    async fn temporaries(&self) -> Result<Vec<FileInfo>> {
+        match self.driver().temporaries(&layout::v2_root()).await {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Newest pin per digest, and every pin file with its time (for expiry).
+    async fn newest_pins(&self) -> Result<HashMap<Digest, (SystemTime, Vec<FileInfo>)>> {
+        let mut pins: HashMap<Digest, (SystemTime, Vec<FileInfo>)> = HashMap::new();
+        for file in walk_or_empty(self, &layout::pins_root()).await? {
+            if let Some(Entry::Pin(d)) = layout::classify(&file.path) {
+                let slot = pins.entry(d).or_insert((file.modified, Vec::new()));
+                slot.0 = slot.0.max(file.modified);
+                slot.1.push(file);
+            }
+        }
+        Ok(pins)
+    }
+
+    /// True when a pin of `digest` younger than `threshold` exists now.
+    async fn pinned_now(&self, digest: &Digest, threshold: SystemTime) -> Result<bool> {
+        // A pin directory has no subdirectories: NotFound means no pins.
+        let pins = match self.driver().walk(&layout::pin_dir(digest)).await {
+            Ok(pins) => pins,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(pins.iter().any(|f| f.modified >= threshold))
+    }
+
+    /// With `delete_untagged`: the revisions to keep. Roots are what tags point at, revisions
+    /// younger than the grace period (a multi-arch push uploads its children by digest before
+    /// it tags the index) and pinned manifests; from a kept manifest, its index children and
+    /// its referrers are kept too.
+    async fn reachable(
+        &self,
+        tree: &RepoTree,
+        edges: &HashMap<Digest, Edges>,
+        threshold: SystemTime,
+        pinned: &(dyn Fn(&Digest) -> bool + Sync),
+    ) -> Result<HashSet<(RepoName, Digest)>> {
+        let mut queue: Vec<(RepoName, Digest)> = Vec::new();
+        let tags: Vec<(RepoName, StoragePath)> = tree
+            .tags
+            .iter()
+            .map(|(repo, _, link)| (repo.clone(), link.clone()))
+            .collect();
+        let tag_targets: Vec<Result<Option<(RepoName, Digest)>>> = stream::iter(tags)
+            .map(|(repo, link)| {
+                let this = self.clone();
+                async move {
+                    Ok(crate::read_link(this.driver(), &link)
+                        .await?
+                        .map(|d| (repo, d)))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for t in tag_targets {
+            queue.extend(t?);
+        }
+        let mut referrers: HashMap<(RepoName, Digest), Vec<Digest>> = HashMap::new();
+        for (repo, digest, modified) in &tree.revisions {
+            if *modified >= threshold || pinned(digest) {
+                queue.push((repo.clone(), digest.clone()));
+            }
+            if let Some(subject) = edges.get(digest).and_then(|e| e.subject.clone()) {
+                referrers
+                    .entry((repo.clone(), subject))
+                    .or_default()
+                    .push(digest.clone());
+            }
+        }
+        let mut kept = HashSet::new();
+        while let Some(node) = queue.pop() {
+            if !kept.insert(node.clone()) {
+                continue;
+            }
+            let (repo, digest) = node;
+            if let Some(e) = edges.get(&digest) {
+                queue.extend(e.children.iter().map(|c| (repo.clone(), c.clone())));
+            }
+            if let Some(refs) = referrers.get(&(repo.clone(), digest)) {
+                queue.extend(refs.iter().map(|r| (repo.clone(), r.clone())));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Removes an untagged revision link, quarantine first. True when removed; false when a
+    /// pin appeared (a PUT of it, or of an index naming it) and it was put back.
+    async fn sweep_revision(
+        &self,
+        run: &uuid::Uuid,
+        repo: &RepoName,
+        digest: &Digest,
+        threshold: SystemTime,
+        tag_index: &TagIndex,
+    ) -> Result<bool> {
+        let link = layout::revision_link(repo, digest);
+        let aside = layout::quarantined_revision(run, repo, digest);
+        match self.driver().move_to(&link, &aside).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.inner.caches.link_written(&link);
+        if self.pinned_now(digest, threshold).await? {
+            // NotFound: another run (or `check --repair`) already put it back.
+            ignore_not_found(self.driver().move_to(&aside, &link).await)?;
+            self.inner.caches.link_written(&link);
+            return Ok(false);
+        }
+        ignore_not_found(self.driver().delete(&aside).await)?;
+        // Its tag history goes with it, as Distribution's collector does. The `_referrers`
+        // and `_digesttags` entries stay: their readers confirm every entry and skip it.
+        for dir in tag_index
+            .get(&(repo.clone(), digest.clone()))
+            .into_iter()
+            .flatten()
+        {
+            ignore_not_found(self.driver().delete(dir).await)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes one unmarked blob, quarantine first. `Some(true)`: deleted; `Some(false)`: a
+    /// pin appeared and it was put back; `None`: it was already gone.
+    async fn sweep_blob(
+        &self,
+        run: &uuid::Uuid,
+        digest: &Digest,
+        threshold: SystemTime,
+    ) -> Result<Option<bool>> {
+        let data = layout::blob_data(digest);
+        let aside = layout::quarantined_blob(run, digest);
+        match self.driver().move_to(&data, &aside).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        // From here on the blob is absent: a PUT pinning it from now on finds it missing.
+        // A pin written before this re-read is seen, and the blob goes back.
+        if self.pinned_now(digest, threshold).await? {
+            ignore_not_found(self.driver().move_to(&aside, &data).await)?;
+            return Ok(Some(false));
+        }
+        ignore_not_found(self.driver().delete(&aside).await)?;
+        Ok(Some(true))
+    }
+
+    /// Removes a layer link whose blob is gone, quarantine first, so that an upload or mount
+    /// relinking the blob meanwhile (it pins first) keeps its link. True when removed.
+    async fn sweep_layer_link(
+        &self,
+        run: &uuid::Uuid,
+        repo: &RepoName,
+        digest: &Digest,
+        threshold: SystemTime,
+    ) -> Result<bool> {
+        let link = layout::layer_link(repo, digest);
+        let aside = layout::quarantined_layer(run, repo, digest);
+        match self.driver().move_to(&link, &aside).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if self.pinned_now(digest, threshold).await? {
+            // NotFound: another run (or `check --repair`) already put it back.
+            ignore_not_found(self.driver().move_to(&aside, &link).await)?;
+            return Ok(false);
+        }
+        ignore_not_found(self.driver().delete(&aside).await)?;
+        Ok(true)
+    }
+
+    /// Runs that started before the cutoff (or left no `started` marker) and so belong to a
+    /// collector that died: what they set aside is put back. Quarantined files name their run,
+    /// so a file whose run has no marker at all is abandoned too.
+    async fn abandoned_runs(
+        &self,
+        own: &uuid::Uuid,
+        t0: SystemTime,
+        threshold: SystemTime,
+    ) -> Result<AbandonedRuns> {
+        let cutoff = threshold.min(t0.checked_sub(ABANDONED_AFTER).unwrap_or(t0));
+        let mut live = HashSet::new();
+        let mut dead = HashSet::new();
+        for f in walk_or_empty(self, &layout::gc_runs_root()).await? {
+            if let Some(Entry::RunStarted(run)) = layout::classify(&f.path) {
+                if f.modified < cutoff {
+                    dead.insert(run);
+                } else {
+                    live.insert(run);
+                }
+            }
+        }
+        live.insert(own.simple().to_string());
+        Ok(AbandonedRuns { live, dead })
+    }
+
+    async fn restore(&self, aside: &StoragePath, original: &StoragePath) -> Result<()> {
+        tracing::warn!(%aside, %original, "restoring what an interrupted garbage collection set aside");
+        ignore_not_found(self.driver().move_to(aside, original).await)?;
+        self.inner.caches.link_written(original);
+        Ok(())
+    }
+
+    /// Expired pins, stale upload sessions and temporary files.
+    async fn sweep_housekeeping(
+        &self,
+        options: &GcOptions,
+        threshold: SystemTime,
+        tree: &RepoTree,
+        pins: &HashMap<Digest, (SystemTime, Vec<FileInfo>)>,
+        temporaries: Vec<FileInfo>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        if let Some(age) = options.upload_age {
+            for (dir, (name, id, started)) in &tree.uploads {
+                if now.duration_since(*started).is_ok_and(|a| a > age) {
+                    tracing::info!(upload = %name, dry_run = options.dry_run, "stale upload session purged");
+                    if !options.dry_run {
+                        ignore_not_found(self.driver().delete(dir).await)?;
+                        self.inner.uploads.forget(id);
+                    }
+                    report.uploads_purged.push(name.clone());
+                }
+            }
+        }
+        for tmp in temporaries.into_iter().filter(|t| t.modified < threshold) {
+            tracing::info!(path = %tmp.path, dry_run = options.dry_run, "temporary file of an interrupted write removed");
+            if !options.dry_run {
+                ignore_not_found(self.driver().delete(&tmp.path).await)?;
+            }
+            report.temporaries_removed += 1;
+        }
+        if !options.dry_run {
+            let expired: Vec<StoragePath> = pins
+                .values()
+                .flat_map(|(_, files)| files)
+                .filter(|f| f.modified < threshold)
+                .map(|f| f.path.clone())
+                .collect();
+            let removed: Vec<Result<()>> = stream::iter(expired)
+                .map(|path| {
+                    let this = self.clone();
+                    async move { ignore_not_found(this.driver().delete(&path).await) }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for r in removed {
+                r?;
+                report.pins_removed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_are_read_from_every_manifest_format() {
+        let h = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}}],"subject":{{"digest":"{}"}}}}"#,
+            h('a'),
+            h('b'),
+            h('c')
+        );
+        let e = edges_of(image.as_bytes()).unwrap();
+        assert_eq!(e.blobs.len(), 2);
+        assert_eq!(e.subject, Digest::parse(&h('c')).ok());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}}]}}"#,
+            h('d')
+        );
+        assert_eq!(edges_of(index.as_bytes()).unwrap().children.len(), 1);
+        let schema1 = format!(
+            r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}],"signatures":[]}}"#,
+            h('e')
+        );
+        assert_eq!(edges_of(schema1.as_bytes()).unwrap().blobs.len(), 1);
+        assert!(edges_of(b"not json").is_none());
+    }
+}

@@ -1,0 +1,60 @@
+//! Pins: how an operation that is about to make a blob referenced tells every garbage
+//! collector, in this process or any other sharing the storage, to keep it.
+//!
+//! A pin is an empty object `_berth/pins/<alg>/<hex>/<uuid>` (see `layout`); its
+//! modification time, on the storage's clock, is what counts. Manifest PUTs pin every blob and
+//! child manifest they reference and the manifest itself, uploads and mounts pin the blob
+//! they link, and each does so *before* checking the blob is present. The collector moves a
+//! blob aside before it re-reads the pins and deletes it, so either it sees the pin and puts
+//! the blob back, or the operation finds the blob gone and fails cleanly (ARCHITECTURE.md,
+//! "Garbage collection", has the whole argument). Every pin has its own name so that the
+//! collector's removal of an expired pin can never remove a fresh one.
+
+use std::time::{Duration, Instant};
+
+use berth_oci::Digest;
+use bytes::Bytes;
+
+use crate::{Registry, Result, layout};
+
+/// When this process pinned a set of digests. A pin protects its blobs for the collector's
+/// grace period; the operation must write its links well within it, so it re-pins when the
+/// lease (half the grace period, `Options::pin_lease`) has run out.
+pub(crate) struct PinLease {
+    at: Instant,
+    lease: Duration,
+}
+
+impl PinLease {
+    /// True while links written now are still covered by the pins.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.at.elapsed() < self.lease
+    }
+
+    /// True when more than the whole grace period (twice the lease) has passed since
+    /// pinning: links written now may have missed a collection that no longer honours the
+    /// pins. The safety argument assumes this never happens; it is logged when it does.
+    pub(crate) fn overran(&self) -> bool {
+        self.at.elapsed() > self.lease * 2
+    }
+}
+
+impl Registry {
+    /// Pins every digest in `digests` (concurrently) and returns the lease.
+    pub(crate) async fn pin<'a>(
+        &self,
+        digests: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<PinLease> {
+        let at = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        let writes = digests.into_iter().filter(|d| seen.insert(*d)).map(|d| {
+            let path = layout::pin(d, &uuid::Uuid::new_v4());
+            async move { self.driver().put(&path, Bytes::new()).await }
+        });
+        futures_util::future::try_join_all(writes).await?;
+        Ok(PinLease {
+            at,
+            lease: self.options().pin_lease,
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! Garbage collection's rules on a real filesystem, through the registry's own API: what
+//! `delete_untagged` keeps (tagged images, an index's untagged children, the referrers of a
+//! kept manifest) and removes, that the grace period and pins spare blobs, and that a blob
+//! swept away makes a later manifest PUT fail with MANIFEST_BLOB_UNKNOWN instead of linking it.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_oci::{Digest, Reference, RepoName};
+use berth_registry::{Error, GcOptions, Options, Registry};
+use berth_storage::FsDriver;
+use bytes::Bytes;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn registry(dir: &std::path::Path) -> Registry {
+    let options = Options {
+        delete_enabled: true,
+        ..Options::default()
+    };
+    Registry::new(Arc::new(FsDriver::new(dir).unwrap()), options)
+}
+
+fn gc(delete_untagged: bool, grace_secs: u64) -> GcOptions {
+    GcOptions {
+        dry_run: false,
+        delete_untagged,
+        grace_period: Duration::from_secs(grace_secs),
+        upload_age: None,
+    }
+}
+
+async fn blob(reg: &Registry, repo: &RepoName, data: &str) -> (Digest, usize) {
+    let bytes = Bytes::from(data.to_owned());
+    let digest = Digest::sha256_of(&bytes);
+    let body: berth_registry::ByteStream =
+        Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+    reg.push_blob(repo, &digest, body).await.unwrap();
+    (digest, data.len())
+}
+
+fn image(config: &(Digest, usize), layer: &(Digest, usize), subject: Option<&Bytes>) -> Bytes {
+    let mut v = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0.to_string(), "size": config.1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.0.to_string(), "size": layer.1}],
+    });
+    if let Some(s) = subject {
+        v["subject"] = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::sha256_of(s).to_string(), "size": s.len()});
+    }
+    Bytes::from(serde_json::to_vec(&v).unwrap())
+}
+
+async fn put(reg: &Registry, repo: &RepoName, reference: &str, body: &Bytes, media: &str) {
+    reg.put_manifest(
+        repo,
+        &Reference::parse(reference).unwrap(),
+        Some(media),
+        body.clone(),
+    )
+    .await
+    .unwrap();
+}
+
+fn blob_exists(dir: &std::path::Path, d: &Digest) -> bool {
+    dir.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{}/data",
+        &d.hex()[..2],
+        d.hex()
+    ))
+    .exists()
+}
+
+/// Sets every file's modification time two hours back, so nothing is within a grace period.
+fn age_everything(dir: &std::path::Path) {
+    let status = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-exec", "touch", "-h", "-d", "2 hours ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn delete_untagged_keeps_tags_index_children_and_referrers() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let cfg = blob(&reg, &repo, "{}").await;
+    let (l1, l2, l3, l4) = (
+        blob(&reg, &repo, "tagged layer").await,
+        blob(&reg, &repo, "child layer").await,
+        blob(&reg, &repo, "orphan layer").await,
+        blob(&reg, &repo, "signature layer").await,
+    );
+    let tagged = image(&cfg, &l1, None);
+    put(&reg, &repo, "v1", &tagged, OCI_MANIFEST).await;
+    let child = image(&cfg, &l2, None);
+    put(
+        &reg,
+        &repo,
+        &Digest::sha256_of(&child).to_string(),
+        &child,
+        OCI_MANIFEST,
+    )
+    .await;
+    let index = Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": Digest::sha256_of(&child).to_string(), "size": child.len()}],
+        }))
+        .unwrap(),
+    );
+    put(&reg, &repo, "multi", &index, OCI_INDEX).await;
+    let orphan = image(&cfg, &l3, None);
+    put(
+        &reg,
+        &repo,
+        &Digest::sha256_of(&orphan).to_string(),
+        &orphan,
+        OCI_MANIFEST,
+    )
+    .await;
+    let signature = image(&cfg, &l4, Some(&tagged));
+    put(
+        &reg,
+        &repo,
+        &Digest::sha256_of(&signature).to_string(),
+        &signature,
+        OCI_MANIFEST,
+    )
+    .await;
+
+    // Young: the grace period keeps even the untagged orphan.
+    let report = reg.garbage_collect(&gc(true, 3600)).await.unwrap();
+    assert!(report.manifests_deleted.is_empty() && report.blobs_swept.is_empty());
+
+    age_everything(dir.path());
+    let report = reg.garbage_collect(&gc(true, 60)).await.unwrap();
+    let orphan_digest = Digest::sha256_of(&orphan);
+    assert_eq!(
+        report.manifests_deleted,
+        vec![(repo.clone(), orphan_digest.clone())]
+    );
+    let swept: Vec<&Digest> = report.blobs_swept.iter().map(|(d, _)| d).collect();
+    assert_eq!(
+        swept.len(),
+        2,
+        "the orphan manifest and its layer: {swept:?}"
+    );
+    assert!(swept.contains(&&orphan_digest) && swept.contains(&&l3.0));
+    for kept in [&l1.0, &l2.0, &l4.0, &cfg.0] {
+        assert!(blob_exists(dir.path(), kept), "{kept} was swept");
+    }
+    for m in [&tagged, &child, &index, &signature] {
+        let d = Digest::sha256_of(m);
+        reg.get_manifest(&repo, &Reference::Digest(d))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        reg.get_manifest(&repo, &Reference::Digest(orphan_digest))
+            .await,
+        Err(Error::ManifestUnknown { .. })
+    ));
+    // Referrers still list the kept signature.
+    let referrers = reg
+        .referrers(&repo, &Digest::sha256_of(&tagged), None)
+        .await
+        .unwrap();
+    assert_eq!(referrers.manifests.len(), 1);
+}
+
+#[tokio::test]
+async fn swept_blob_makes_a_later_manifest_put_fail_cleanly_and_pins_spare_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let cfg = blob(&reg, &repo, "{}").await;
+    let layer = blob(&reg, &repo, "uploaded, never referenced").await;
+    age_everything(dir.path());
+
+    // Dry run: lists both blobs and the bytes, deletes nothing.
+    let mut dry = gc(false, 60);
+    dry.dry_run = true;
+    let report = reg.garbage_collect(&dry).await.unwrap();
+    assert_eq!(report.blobs_swept.len(), 2);
+    assert_eq!(report.bytes_freed, (cfg.1 + layer.1) as u64);
+    assert!(blob_exists(dir.path(), &layer.0));
+
+    // A mount pins the config; the layer, unpinned and old, goes.
+    let other = RepoName::parse("team/other").unwrap();
+    assert!(reg.mount_blob(&other, &repo, &cfg.0).await.unwrap());
+    let report = reg.garbage_collect(&gc(false, 60)).await.unwrap();
+    assert_eq!(report.blobs_swept, vec![(layer.0.clone(), layer.1 as u64)]);
+    assert!(
+        blob_exists(dir.path(), &cfg.0),
+        "the pinned config was swept"
+    );
+
+    let body = image(&cfg, &layer, None);
+    let refused = reg
+        .put_manifest(
+            &repo,
+            &Reference::parse("v1").unwrap(),
+            Some(OCI_MANIFEST),
+            body,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::ManifestBlobUnknown { ref digest }) if *digest == layer.0),
+        "{refused:?}"
+    );
+}
