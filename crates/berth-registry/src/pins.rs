@@ -13,7 +13,6 @@
 use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
-use bytes::Bytes;
 
 use crate::{Registry, Result, layout};
 
@@ -49,7 +48,7 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         let writes = digests.into_iter().filter(|d| seen.insert(*d)).map(|d| {
             let path = layout::pin(d, &uuid::Uuid::new_v4());
-            async move { self.driver().put(&path, Bytes::new()).await }
+            async move { self.driver().touch(&path).await }
         });
         futures_util::future::try_join_all(writes).await?;
         Ok(PinLease {

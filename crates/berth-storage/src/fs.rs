@@ -176,6 +176,25 @@ impl StorageDriver for FsDriver {
             .map_err(|e| Self::err("write", path, e))
     }
 
+    async fn touch(&self, path: &StoragePath) -> Result<()> {
+        let target = self.full(path);
+        // No temporary and no fsync: an empty file has no partial state to hide, and the
+        // trait asks for no durability here. The parent directories may be new, though.
+        blocking(move || {
+            if let Some(dir) = target.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&target)
+                .map(drop)
+        })
+        .await
+        .map_err(|e| Self::err("touch", path, e))
+    }
+
     async fn reader(
         &self,
         path: &StoragePath,

@@ -142,6 +142,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// all of `content`; before, it sees the previous content or nothing, never a part.
     async fn put(&self, path: &StoragePath, content: Bytes) -> Result<()>;
 
+    /// Creates an empty file, atomically visible but not necessarily durable: for markers
+    /// whose only readers run at the same time as the writer (garbage collection's pins), so
+    /// that a crash, which ends the writer too, makes them moot. Defaults to an empty `put`.
+    async fn touch(&self, path: &StoragePath) -> Result<()> {
+        self.put(path, Bytes::new()).await
+    }
+
     /// Streams `len` bytes (or to the end when `None`) starting at `offset`. NotFound when
     /// absent; InvalidOffset when `offset` is past the end.
     async fn reader(&self, path: &StoragePath, offset: u64, len: Option<u64>)
