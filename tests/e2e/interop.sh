@@ -118,6 +118,8 @@ tree() {
         for d in "${BERTH_ONLY_DIRS[@]}"; do
             skip+=(-o -path "./repositories/*/$d/*")
         done
+        # Garbage collection's pins and run markers (berth-registry's pins.rs).
+        skip+=(-o -path './_berth/*')
     fi
     (cd "$1/docker/registry/v2" && find . -type f -not \( "${skip[@]}" \) -print0 | sort -z | xargs -0 -r sha256sum) |
         awk '{print $2, $1}'
@@ -126,9 +128,12 @@ tree() {
 # berth_only_files DATADIR: files in the berth-only directories.
 berth_only_files() {
     local d
-    for d in "${BERTH_ONLY_DIRS[@]}"; do
-        (cd "$1/docker/registry/v2" && find . -type f -path "./repositories/*/$d/*")
-    done | sort
+    {
+        for d in "${BERTH_ONLY_DIRS[@]}"; do
+            (cd "$1/docker/registry/v2" && find . -type f -path "./repositories/*/$d/*")
+        done
+        (cd "$1/docker/registry/v2" && find . -type f -path './_berth/*')
+    } | sort
 }
 
 # check_links DATADIR WHAT: every link file is exactly "sha256:<64 hex>".

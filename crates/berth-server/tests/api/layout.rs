@@ -66,9 +66,14 @@ async fn on_disk_layout_after_a_push() {
         .chain(blobs.iter().map(|(p, _)| p.clone()))
         .collect();
     want.sort();
-    // berth's own indexes (documented in berth-registry's layout module) live in
-    // `_`-prefixed directories Distribution never reads; everything else is Distribution's.
-    let berth_only = [format!("{r}/_digesttags/"), format!("{r}/_referrers/")];
+    // berth's own indexes and garbage collection's pins (documented in berth-registry's
+    // layout module) live in `_`-prefixed directories Distribution never reads; everything
+    // else is Distribution's.
+    let berth_only = [
+        format!("{r}/_digesttags/"),
+        format!("{r}/_referrers/"),
+        format!("{V2}/_berth/pins/"),
+    ];
     let files: Vec<String> = s
         .files()
         .into_iter()
