@@ -99,6 +99,61 @@ fn found_root(dir: &Path, root: &Path) -> bool {
     dir == root
 }
 
+/// Every file below `full` (which is `start`) whose name `wanted` accepts, with size and
+/// modification time; directories whose names start with `.` are not entered. One blocking
+/// pass: an entry's type comes from the directory listing, only wanted files are stat'ed.
+fn walk_files(
+    full: PathBuf,
+    start: StoragePath,
+    wanted: fn(&str) -> bool,
+) -> io::Result<Vec<FileInfo>> {
+    let root = full.clone();
+    let mut found = Vec::new();
+    let mut pending = vec![(full, start)];
+    while let Some((dir, dir_path)) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A subdirectory removed since it was listed (an upload session finishing, a tag
+            // deleted) is simply no longer there; only a missing root is NotFound.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !found_root(&dir, &root) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let is_dir = match entry.file_type() {
+                Ok(t) => t.is_dir(),
+                // Removed between listing and stat: not there any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if is_dir && name.starts_with('.') || !is_dir && !wanted(&name) {
+                continue;
+            }
+            let Ok(child) = dir_path.join(&name) else {
+                continue;
+            };
+            if is_dir {
+                pending.push((entry.path(), child));
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            found.push(FileInfo {
+                path: child,
+                size: meta.len(),
+                modified: meta.modified()?,
+            });
+        }
+    }
+    Ok(found)
+}
+
 fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -349,104 +404,20 @@ impl StorageDriver for FsDriver {
     }
 
     async fn walk(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
-        let full = self.full(path);
-        let start = path.clone();
-        blocking(move || {
-            let root = full.clone();
-            let mut found = Vec::new();
-            let mut pending = vec![(full, start)];
-            while let Some((dir, dir_path)) = pending.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    // A subdirectory removed since it was listed (an upload session finishing,
-                    // a tag deleted) is simply no longer there; only a missing root is NotFound.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && !found_root(&dir, &root) => {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let name = entry.file_name();
-                    // Temporaries and names no StoragePath can hold are not content.
-                    let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else {
-                        continue;
-                    };
-                    let Ok(child) = dir_path.join(name) else {
-                        continue;
-                    };
-                    let meta = match entry.metadata() {
-                        Ok(m) => m,
-                        // Removed between listing and stat: not there any more.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if meta.is_dir() {
-                        pending.push((entry.path(), child));
-                    } else {
-                        found.push(FileInfo {
-                            path: child,
-                            size: meta.len(),
-                            modified: meta.modified()?,
-                        });
-                    }
-                }
-            }
-            Ok(found)
-        })
-        .await
-        .map_err(|e| Self::err("walk", path, e))
+        // Temporaries and names no StoragePath can hold are not content.
+        let (full, start) = (self.full(path), path.clone());
+        blocking(move || walk_files(full, start, |name| !name.starts_with('.')))
+            .await
+            .map_err(|e| Self::err("walk", path, e))
     }
 
     async fn temporaries(&self, path: &StoragePath) -> Result<Vec<FileInfo>> {
-        let full = self.full(path);
-        let start = path.clone();
+        // The names `put_atomic` gives its temporary files.
+        let (full, start) = (self.full(path), path.clone());
         blocking(move || {
-            let root = full.clone();
-            let mut found = Vec::new();
-            let mut pending = vec![(full, start)];
-            while let Some((dir, dir_path)) = pending.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    // A subdirectory removed since it was listed (an upload session finishing,
-                    // a tag deleted) is simply no longer there; only a missing root is NotFound.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && !found_root(&dir, &root) => {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                        continue;
-                    };
-                    let Ok(child) = dir_path.join(&name) else {
-                        continue;
-                    };
-                    // The directory entry's type needs no stat: only temporaries are stat'ed.
-                    let is_dir = match entry.file_type() {
-                        Ok(t) => t.is_dir(),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if is_dir {
-                        pending.push((entry.path(), child));
-                    } else if name.starts_with('.') && name.contains(".tmp-") {
-                        let meta = match entry.metadata() {
-                            Ok(m) => m,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                            Err(e) => return Err(e),
-                        };
-                        // The names `put_atomic` gives its temporary files.
-                        found.push(FileInfo {
-                            path: child,
-                            size: meta.len(),
-                            modified: meta.modified()?,
-                        });
-                    }
-                }
-            }
-            Ok(found)
+            walk_files(full, start, |name| {
+                name.starts_with('.') && name.contains(".tmp-")
+            })
         })
         .await
         .map_err(|e| Self::err("walk", path, e))
