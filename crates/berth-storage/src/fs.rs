@@ -63,19 +63,7 @@ impl FsDriver {
     }
 
     fn err(op: &'static str, path: &StoragePath, e: io::Error) -> StorageError {
-        if e.kind() == io::ErrorKind::NotFound {
-            StorageError::NotFound {
-                driver: NAME,
-                path: path.clone(),
-            }
-        } else {
-            StorageError::Io {
-                driver: NAME,
-                op,
-                path: path.clone(),
-                source: e,
-            }
-        }
+        StorageError::from_io(NAME, op, path, e)
     }
 }
 

@@ -63,6 +63,29 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// What `driver` doing `op` on `path` met: NotFound stays NotFound, anything else is an
+    /// IO error naming the operation.
+    pub fn from_io(
+        driver: &'static str,
+        op: &'static str,
+        path: &StoragePath,
+        e: io::Error,
+    ) -> Self {
+        if e.kind() == io::ErrorKind::NotFound {
+            StorageError::NotFound {
+                driver,
+                path: path.clone(),
+            }
+        } else {
+            StorageError::Io {
+                driver,
+                op,
+                path: path.clone(),
+                source: e,
+            }
+        }
+    }
+
     /// True when the error means "nothing there", which callers often translate.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })

@@ -722,19 +722,7 @@ fn sdk_io<E: std::error::Error + Send + Sync + 'static>(
 }
 
 fn io_err(op: &'static str, path: &StoragePath, e: io::Error) -> StorageError {
-    if e.kind() == io::ErrorKind::NotFound {
-        StorageError::NotFound {
-            driver: NAME,
-            path: path.clone(),
-        }
-    } else {
-        StorageError::Io {
-            driver: NAME,
-            op,
-            path: path.clone(),
-            source: e,
-        }
-    }
+    StorageError::from_io(NAME, op, path, e)
 }
 
 fn not_found(path: &StoragePath) -> StorageError {
