@@ -29,7 +29,7 @@ pub use blobs::BlobRead;
 pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
-pub use listing::Page;
+pub use listing::{Page, path_order};
 pub use maintenance::PurgeReport;
 pub use manifests::{ManifestRead, PutManifest};
 pub use referrers::ReferrersIndex;

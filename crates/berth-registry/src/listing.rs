@@ -8,37 +8,64 @@ use berth_oci::{RepoName, Tag};
 use crate::cache::CatalogSnapshot;
 use crate::{Error, Registry, Result, layout};
 
-/// One page of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One page of a listing: a window on the whole sorted list, which the caches share, so a
+/// page of a thousand tags costs no copy of them.
+#[derive(Debug, Clone)]
 pub struct Page {
-    /// The entries, sorted.
-    pub items: Vec<String>,
+    all: Arc<Vec<String>>,
+    range: std::ops::Range<usize>,
     /// True when entries remain after this page (the `Link` header is due).
     pub more: bool,
 }
 
+impl Page {
+    /// A page of exactly `items`.
+    pub fn new(items: Vec<String>, more: bool) -> Self {
+        let range = 0..items.len();
+        Page {
+            all: Arc::new(items),
+            range,
+            more,
+        }
+    }
+
+    /// The entries, sorted.
+    pub fn items(&self) -> &[String] {
+        &self.all[self.range.clone()]
+    }
+}
+
+impl PartialEq for Page {
+    fn eq(&self, other: &Self) -> bool {
+        self.items() == other.items() && self.more == other.more
+    }
+}
+
+impl Eq for Page {}
+
 /// Orders names component by component, so `a/b` sorts before `a-b` exactly as a walk of
 /// the directory tree visits them (Distribution's `lessPath`). For tags, which have no `/`,
 /// this is plain lexical order.
-fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+pub fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
 /// Takes the page of `n` entries after `last` from a list sorted by [`path_order`].
-fn paginate(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+fn paginate(sorted: Arc<Vec<String>>, n: Option<usize>, last: Option<&str>) -> Page {
     let start = match last {
         Some(last) => sorted.partition_point(|s| path_order(s, last).is_le()),
         None => 0,
     };
-    let mut items: Vec<String> = sorted.into_iter().skip(start).collect();
-    let more = match n {
-        Some(n) if items.len() > n => {
-            items.truncate(n);
-            true
-        }
-        _ => false,
+    let remaining = sorted.len() - start;
+    let (len, more) = match n {
+        Some(n) if remaining > n => (n, true),
+        _ => (remaining, false),
     };
-    Page { items, more }
+    Page {
+        range: start..start + len,
+        all: sorted,
+        more,
+    }
 }
 
 impl Registry {
@@ -50,7 +77,7 @@ impl Registry {
         last: Option<&str>,
     ) -> Result<Page> {
         let tags = self.tag_names(repo).await?;
-        Ok(paginate(tags.as_ref().clone(), n, last))
+        Ok(paginate(tags, n, last))
     }
 
     /// Every tag of a repository, sorted; directories that are not valid tags are skipped.
@@ -97,7 +124,7 @@ impl Registry {
     /// manifests is listed too).
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let repositories = self.all_repositories().await?;
-        Ok(paginate(repositories.as_ref().clone(), n, last))
+        Ok(paginate(repositories, n, last))
     }
 
     /// Every repository, sorted component-wise (the catalog's order), unpaginated: for
@@ -194,41 +221,23 @@ mod tests {
 
     #[test]
     fn pagination() {
-        let all = v(&["a", "b", "c", "d"]);
+        let all = Arc::new(v(&["a", "b", "c", "d"]));
         assert_eq!(
             paginate(all.clone(), Some(2), None),
-            Page {
-                items: v(&["a", "b"]),
-                more: true
-            }
+            Page::new(v(&["a", "b"]), true)
         );
         assert_eq!(
             paginate(all.clone(), Some(2), Some("b")),
-            Page {
-                items: v(&["c", "d"]),
-                more: false
-            }
+            Page::new(v(&["c", "d"]), false)
         );
         assert_eq!(
             paginate(all.clone(), None, Some("bb")),
-            Page {
-                items: v(&["c", "d"]),
-                more: false
-            }
+            Page::new(v(&["c", "d"]), false)
         );
         assert_eq!(
             paginate(all.clone(), Some(0), None),
-            Page {
-                items: vec![],
-                more: true
-            }
+            Page::new(vec![], true)
         );
-        assert_eq!(
-            paginate(all, Some(10), Some("z")),
-            Page {
-                items: vec![],
-                more: false
-            }
-        );
+        assert_eq!(paginate(all, Some(10), Some("z")), Page::new(vec![], false));
     }
 }

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use berth_oci::RepoName;
-use berth_registry::{Error, Page};
+use berth_registry::{Error, Page, path_order};
 use http::header;
 
 use crate::{ApiError, Ctx, set};
@@ -25,8 +25,21 @@ fn page_size(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
     }
 }
 
-fn json_response(value: serde_json::Value, next: Option<String>) -> Response {
-    let mut r = Response::new(Body::from(value.to_string()));
+/// The body of a listing, serialized straight from the page (a `serde_json::Value` would copy
+/// every name once more).
+#[derive(serde::Serialize)]
+struct Listing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repositories: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
+}
+
+fn json_response(value: &Listing<'_>, next: Option<String>) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Body::from(body));
     set(
         &mut r,
         header::CONTENT_TYPE,
@@ -39,7 +52,7 @@ fn json_response(value: serde_json::Value, next: Option<String>) -> Response {
 }
 
 fn next_link(path: &str, page: &Page, n: Option<usize>) -> Option<String> {
-    let (true, Some(last), Some(n)) = (page.more, page.items.last(), n) else {
+    let (true, Some(last), Some(n)) = (page.more, page.items().last(), n) else {
         return None;
     };
     let query: String = form_urlencoded::Serializer::new(String::new())
@@ -69,23 +82,17 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             .filter(|r| last.as_deref().is_none_or(|l| path_order(r, l).is_gt()))
             .filter(|r| ctx.may_list(r));
         let page_items: Vec<String> = items.by_ref().take(n).cloned().collect();
-        Page {
-            items: page_items,
-            more: items.next().is_some(),
-        }
+        Page::new(page_items, items.next().is_some())
     } else {
         ctx.registry().catalog(Some(n), last.as_deref()).await?
     };
     let next = next_link("/v2/_catalog", &page, Some(n));
-    Ok(json_response(
-        serde_json::json!({ "repositories": page.items }),
-        next,
-    ))
-}
-
-/// The catalog's order: component by component, as `berth-registry` sorts it.
-fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.split('/').cmp(b.split('/'))
+    let body = Listing {
+        name: None,
+        repositories: Some(page.items()),
+        tags: None,
+    };
+    Ok(json_response(&body, next))
 }
 
 pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, ApiError> {
@@ -93,8 +100,10 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, Api
     let last = ctx.query_param("last");
     let page = ctx.registry().list_tags(repo, n, last.as_deref()).await?;
     let next = next_link(&format!("/v2/{repo}/tags/list"), &page, n);
-    Ok(json_response(
-        serde_json::json!({ "name": repo.as_str(), "tags": page.items }),
-        next,
-    ))
+    let body = Listing {
+        name: Some(repo.as_str()),
+        repositories: None,
+        tags: Some(page.items()),
+    };
+    Ok(json_response(&body, next))
 }
