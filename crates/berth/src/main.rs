@@ -185,15 +185,9 @@ where
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("berth: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let (registry, _) = build_registry(&config).await?;
@@ -208,6 +202,17 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// The multi-threaded runtime every command runs on; failing to start it is exit 1.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
@@ -232,15 +237,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("berth: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(config, auth, tls)) {
         Ok(()) => ExitCode::SUCCESS,
