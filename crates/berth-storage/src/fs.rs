@@ -252,14 +252,7 @@ impl StorageDriver for FsDriver {
         })
         .await
         .map_err(|e| Self::err("open", path, e))?;
-        if offset > size {
-            return Err(StorageError::InvalidOffset {
-                driver: NAME,
-                path: path.clone(),
-                offset,
-            });
-        }
-        let len = len.unwrap_or(size - offset).min(size - offset);
+        let len = StorageError::read_len(NAME, path, size, offset, len)?;
         // One blocking thread reads ahead into large buffers: far fewer hops between threads
         // than an async file, and the bounded channel caps memory per reader.
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE_DEPTH);

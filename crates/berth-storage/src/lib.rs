@@ -86,6 +86,25 @@ impl StorageError {
         }
     }
 
+    /// How many bytes a read of `len` (to the end when `None`) from `offset` covers in a file
+    /// of `size`; InvalidOffset when `offset` is past the end. Every driver's `reader` agrees.
+    pub fn read_len(
+        driver: &'static str,
+        path: &StoragePath,
+        size: u64,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<u64, Self> {
+        if offset > size {
+            return Err(StorageError::InvalidOffset {
+                driver,
+                path: path.clone(),
+                offset,
+            });
+        }
+        Ok(len.unwrap_or(size - offset).min(size - offset))
+    }
+
     /// True when the error means "nothing there", which callers often translate.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })

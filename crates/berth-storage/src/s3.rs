@@ -788,14 +788,7 @@ impl StorageDriver for S3Driver {
             return Err(not_found(path));
         }
         let size: u64 = segments.iter().map(|s| s.size).sum();
-        if offset > size {
-            return Err(StorageError::InvalidOffset {
-                driver: NAME,
-                path: path.clone(),
-                offset,
-            });
-        }
-        let len = len.unwrap_or(size - offset).min(size - offset);
+        let len = StorageError::read_len(NAME, path, size, offset, len)?;
         Ok(self.read_segments(segments, offset, len))
     }
 
@@ -1086,14 +1079,7 @@ impl S3Driver {
         let Some((size, _)) = self.head(path).await? else {
             return Ok(None);
         };
-        if offset > size {
-            return Err(StorageError::InvalidOffset {
-                driver: NAME,
-                path: path.clone(),
-                offset,
-            });
-        }
-        let len = len.unwrap_or(size - offset).min(size - offset);
+        let len = StorageError::read_len(NAME, path, size, offset, len)?;
         if len == 0 {
             return Ok(Some(futures_util::stream::empty().boxed()));
         }
