@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use reqwest::{Body, Client, StatusCode, Url, header};
 use sha2::{Digest as _, Sha256};
 
-use crate::data::{Blob, digest_of};
+use crate::data::{Content, digest_of};
 
 /// What `docker pull` sends in `Accept` when it fetches a manifest by tag.
 pub const DOCKER_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -131,11 +131,16 @@ impl Registry {
         Ok(())
     }
 
-    /// Monolithic push: POST, then one PUT carrying the whole blob, streamed.
-    pub async fn push_monolithic(&self, repo: &str, blob: Blob, digest: &str) -> Result<()> {
+    /// Monolithic push: POST, then one PUT carrying the whole blob.
+    pub async fn push_monolithic(&self, repo: &str, blob: &Content) -> Result<()> {
         let session = self.start_upload(repo).await?;
-        self.finish(session, digest, Body::wrap_stream(blob.stream()), blob.len)
-            .await
+        self.finish(
+            session,
+            &blob.digest,
+            Body::from(blob.bytes.clone()),
+            blob.len(),
+        )
+        .await
     }
 
     /// Push of a small in-memory blob (POST + PUT).
@@ -150,18 +155,12 @@ impl Registry {
 
     /// Chunked push: POST, PATCH chunks of `chunk` bytes with `Content-Range: a-b`, each to
     /// the `Location` the previous answer gave, then an empty PUT with the digest.
-    pub async fn push_chunked(
-        &self,
-        repo: &str,
-        blob: Blob,
-        digest: &str,
-        chunk: u64,
-    ) -> Result<()> {
+    pub async fn push_chunked(&self, repo: &str, blob: &Content, chunk: u64) -> Result<()> {
         let mut session = self.start_upload(repo).await?;
         let mut offset = 0u64;
-        while offset < blob.len {
-            let len = chunk.min(blob.len - offset);
-            let bytes = blob.range(offset, len);
+        while offset < blob.len() {
+            let len = chunk.min(blob.len() - offset);
+            let bytes = blob.bytes.slice(offset as usize..(offset + len) as usize);
             let end = offset + len - 1;
             let r = self
                 .http
@@ -182,7 +181,7 @@ impl Registry {
             session = self.location(&r)?;
             offset += len;
         }
-        self.finish(session, digest, Body::from(Vec::new()), 0)
+        self.finish(session, &blob.digest, Body::from(Vec::new()), 0)
             .await
     }
 

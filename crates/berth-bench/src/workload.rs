@@ -148,16 +148,16 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
 
     // --- Single large blob: monolithic push, chunked push, pull. ---
     let big = w.blob_mib * BLOCK;
-    let mono = Blob::new(1, big);
-    let chunked = Blob::new(2, big);
-    phase("hashing the large blobs (not timed)");
-    let (mono_digest, chunked_digest) =
-        tokio::task::spawn_blocking(move || (mono.digest(), chunked.digest())).await?;
+    phase("generating the large blobs (not timed)");
+    let (mono, chunked) = tokio::task::spawn_blocking(move || {
+        (Blob::new(1, big).content(), Blob::new(2, big).content())
+    })
+    .await?;
     let size_detail = json!({ "bytes": big });
 
     phase("monolithic push");
     let t = Instant::now();
-    reg.push_monolithic("bench/blob", mono, &mono_digest)
+    reg.push_monolithic("bench/blob", &mono)
         .await
         .context("monolithic push")?;
     let secs = t.elapsed().as_secs_f64();
@@ -172,7 +172,7 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
 
     phase("chunked push");
     let t = Instant::now();
-    reg.push_chunked("bench/blob", chunked, &chunked_digest, w.chunk_mib * BLOCK)
+    reg.push_chunked("bench/blob", &chunked, w.chunk_mib * BLOCK)
         .await
         .context("chunked push")?;
     let secs = t.elapsed().as_secs_f64();
@@ -194,7 +194,7 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
         let mut rates = Vec::new();
         for _ in 0..w.pull_runs {
             let t = Instant::now();
-            reg.pull("bench/blob", &mono_digest, big, verify)
+            reg.pull("bench/blob", &mono.digest, big, verify)
                 .await
                 .with_context(|| title.clone())?;
             rates.push(big as f64 / MB / t.elapsed().as_secs_f64());
@@ -212,24 +212,22 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
     }
 
     // --- Concurrent pushes, with the registry's peak RSS. ---
-    phase("hashing the concurrent blobs (not timed)");
+    phase("generating the concurrent blobs (not timed)");
     let each = w.concurrent_mib * BLOCK;
-    let blobs: Vec<Blob> = (0..w.concurrent as u64)
-        .map(|i| Blob::new(100 + i, each))
-        .collect();
-    let digests = tokio::task::spawn_blocking({
-        let blobs = blobs.clone();
-        move || blobs.iter().map(Blob::digest).collect::<Vec<_>>()
+    let count = w.concurrent as u64;
+    let blobs = tokio::task::spawn_blocking(move || {
+        (0..count)
+            .map(|i| Blob::new(100 + i, each).content())
+            .collect::<Vec<_>>()
     })
     .await?;
     phase("concurrent pushes");
     let baseline = rss::current(pid).unwrap_or(0);
     let sampler = rss::PeakSampler::start(pid, Duration::from_millis(50));
     let t = Instant::now();
-    let pushes = blobs.iter().zip(&digests).map(|(b, d)| {
+    let pushes = blobs.into_iter().map(|b| {
         let reg = reg.clone();
-        let (b, d) = (*b, d.clone());
-        tokio::spawn(async move { reg.push_monolithic("bench/concurrent", b, &d).await })
+        tokio::spawn(async move { reg.push_monolithic("bench/concurrent", &b).await })
     });
     let results = futures_util::future::join_all(pushes).await;
     let secs = t.elapsed().as_secs_f64();

@@ -47,7 +47,15 @@ impl Eq for Page {}
 /// the directory tree visits them (Distribution's `lessPath`). For tags, which have no `/`,
 /// this is plain lexical order.
 pub fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.split('/').cmp(b.split('/'))
+    // Component order is byte order with `/` below every other byte: at the first difference,
+    // a `/` on one side means its component ended there, a prefix of the other's. Compared
+    // without splitting, because sorting a thousand names calls this ten thousand times.
+    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
+    let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    match (a.as_bytes().get(common), b.as_bytes().get(common)) {
+        (Some(x), Some(y)) => key(x).cmp(&key(y)),
+        _ => a.len().cmp(&b.len()),
+    }
 }
 
 /// Takes the page of `n` entries after `last` from a list sorted by [`path_order`].
@@ -217,6 +225,29 @@ mod tests {
         let mut names = v(&["a-b", "a/b", "a", "a.c", "b"]);
         names.sort_by(|a, b| path_order(a, b));
         assert_eq!(names, v(&["a", "a/b", "a-b", "a.c", "b"]));
+    }
+
+    #[test]
+    fn path_order_is_component_order() {
+        // Every string of up to four bytes from an alphabet with `/` and bytes either side.
+        let alphabet = ["a", "/", "-", "0"];
+        let mut all = vec![String::new()];
+        for len in 1..=4 {
+            let mut next = Vec::new();
+            for s in all.iter().filter(|s| s.len() == len - 1) {
+                next.extend(alphabet.iter().map(|c| format!("{s}{c}")));
+            }
+            all.extend(next);
+        }
+        for a in &all {
+            for b in &all {
+                assert_eq!(
+                    path_order(a, b),
+                    a.split('/').cmp(b.split('/')),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

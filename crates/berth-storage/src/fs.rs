@@ -11,7 +11,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,6 +38,9 @@ const READ_QUEUE_DEPTH: usize = 3;
 #[derive(Debug, Clone)]
 pub struct FsDriver {
     root: Arc<PathBuf>,
+    /// Whether directory stamps are exact as soon as they are taken ([`fine_stamps`]),
+    /// probed once, on the first listing.
+    fine_stamps: Arc<OnceLock<bool>>,
 }
 
 impl FsDriver {
@@ -46,7 +50,15 @@ impl FsDriver {
         fs::create_dir_all(&root)?;
         Ok(FsDriver {
             root: Arc::new(root),
+            fine_stamps: Arc::default(),
         })
+    }
+
+    /// Whether a directory's stamp can be trusted the moment it is taken, however recent its
+    /// last change (see [`fine_stamps`]); otherwise only once it is [`RACY_MARGIN`] old.
+    /// Probes the filesystem on first use (blocking, about a millisecond).
+    pub fn fine_stamps(&self) -> bool {
+        *self.fine_stamps.get_or_init(|| fine_stamps(&self.root))
     }
 
     /// The directory this driver serves.
@@ -325,13 +337,15 @@ impl StorageDriver for FsDriver {
         let batches = dirs.chunks(STAMP_BATCH).map(|batch| {
             let batch: Vec<(StoragePath, PathBuf)> =
                 batch.iter().map(|d| (d.clone(), self.full(d))).collect();
+            let driver = self.clone();
             async move {
                 let listed = blocking({
                     let batch = batch.clone();
                     move || {
+                        let fine = driver.fine_stamps();
                         Ok(batch
                             .into_iter()
-                            .map(|(_, full)| list_one_stamped(&full))
+                            .map(|(_, full)| list_one_stamped(&full, fine))
                             .collect::<Vec<_>>())
                     }
                 })
@@ -436,10 +450,57 @@ impl StorageDriver for FsDriver {
 const STAMP_BATCH: usize = 256;
 
 /// How much older than the listing a directory's modification time must be for its stamp to
-/// be trusted. File times come from the kernel's coarse clock, which ticks every few
-/// milliseconds: a change in the same tick as the one before it leaves the time as it was. A
-/// stamp at least this old cannot share its tick with any change made after the listing.
-const RACY_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// be trusted, unless [`fine_stamps`] holds. File times come from the kernel's coarse clock,
+/// which ticks every few milliseconds: a change in the same tick as the one before it leaves
+/// the time as it was. A stamp at least this old cannot share its tick with any change made
+/// after the listing.
+const RACY_MARGIN: Duration = Duration::from_millis(100);
+
+/// Changes [`fine_stamps`] makes in a row; see there for why this many.
+const PROBE_CHANGES: usize = 32;
+
+/// Whether, on the filesystem holding `root`, a directory change made after its times were
+/// read always gets a later ctime, even within one tick of the coarse clock. Linux 6.13 and
+/// later do this on ext4, xfs, btrfs and tmpfs ("multigrain timestamps"): the stat that takes
+/// a stamp marks the times as seen, and the next change then takes a fine-grained time.
+/// There, a stamp is exact the moment it is taken, so even a directory changed a millisecond
+/// ago can be cached; elsewhere only stamps older than [`RACY_MARGIN`] are.
+///
+/// Probed, not assumed: in a scratch directory, [`PROBE_CHANGES`] entries are created, each
+/// followed by a stat. With coarse times they all fall within one or two ticks, so consecutive
+/// ctimes repeat; only if every one is later than the one before, and the whole run took
+/// less than 2 ms (so that coarse times could not have produced 32 distinct values), is the
+/// answer yes. Any failure (a read-only root, say) answers no, the safe side.
+fn fine_stamps(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = |p: &Path| fs::metadata(p).map(|m| (m.ctime(), m.ctime_nsec()));
+    let dir = root.join(format!(".stamp-probe-{}", uuid::Uuid::new_v4().simple()));
+    if fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let probe = || -> io::Result<bool> {
+        // A run slowed past 2 ms (a loaded machine) proves nothing; try a few times.
+        for attempt in 0..3 {
+            let start = Instant::now();
+            let mut last = ctime(&dir)?;
+            for i in 0..PROBE_CHANGES {
+                File::create(dir.join(format!("{attempt}-{i}")))?;
+                let now = ctime(&dir)?;
+                if now <= last {
+                    return Ok(false);
+                }
+                last = now;
+            }
+            if start.elapsed() < Duration::from_millis(2) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let fine = probe().unwrap_or(false);
+    let _ = fs::remove_dir_all(&dir);
+    fine
+}
 
 fn stamp_of(m: &fs::Metadata) -> DirStamp {
     use std::os::unix::fs::MetadataExt;
@@ -449,16 +510,17 @@ fn stamp_of(m: &fs::Metadata) -> DirStamp {
     }
 }
 
-/// Lists one directory with a stamp taken before reading it, if the stamp is old enough to be
-/// trusted (see [`RACY_MARGIN`]).
-fn list_one_stamped(dir: &Path) -> io::Result<Listing> {
+/// Lists one directory with a stamp taken before reading it, if the stamp can be trusted:
+/// always with `fine` stamps, else once it is old enough (see [`RACY_MARGIN`]).
+fn list_one_stamped(dir: &Path, fine: bool) -> io::Result<Listing> {
     let now = std::time::SystemTime::now();
     let meta = fs::metadata(dir)?;
-    let settled = meta
-        .modified()
-        .ok()
-        .and_then(|m| now.duration_since(m).ok())
-        .is_some_and(|age| age > RACY_MARGIN);
+    let settled = fine
+        || meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > RACY_MARGIN);
     let stamp = settled.then(|| stamp_of(&meta));
     Ok(Listing {
         names: read_names(dir)?,
@@ -625,6 +687,16 @@ mod tests {
 
     fn p(s: &str) -> StoragePath {
         StoragePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn stamp_probe_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // Either answer is right somewhere; this kernel's is reported for the record.
+        eprintln!("fine-grained directory stamps: {}", fine_stamps(dir.path()));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let missing = dir.path().join("missing");
+        assert!(!fine_stamps(&missing), "no directory, no promise");
     }
 
     #[tokio::test]

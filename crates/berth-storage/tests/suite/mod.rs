@@ -318,11 +318,36 @@ pub async fn stamped_listing(d: Driver) {
     d.delete(&p("st")).await.unwrap();
 }
 
+/// A stamp given for a directory that changed a moment ago is exact too: a change made right
+/// after the listing, within the same tick of any coarse clock, still alters it. (Drivers may
+/// withhold stamps that young; the filesystem gives them where the kernel's timestamps are
+/// fine-grained.)
+pub async fn fresh_stamps_are_exact(d: Driver) {
+    let dir = p("fresh");
+    let dirs = std::slice::from_ref(&dir);
+    for i in 0..50 {
+        d.put(&p(&format!("fresh/a{i}")), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let listed = d.list_stamped(dirs).await.pop().unwrap().unwrap();
+        assert_eq!(listed.names.len(), 2 * i + 1);
+        d.put(&p(&format!("fresh/b{i}")), Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        if let Some(stamp) = listed.stamp {
+            let now = d.stamps(dirs).await.pop().unwrap();
+            assert_ne!(now, Some(stamp), "change {i} right after the listing");
+        }
+    }
+    d.delete(&dir).await.unwrap();
+}
+
 /// Every check, in one call.
 pub async fn run_all(d: Driver, unit: usize) {
     small_objects(d.clone()).await;
     listing(d.clone()).await;
     stamped_listing(d.clone()).await;
+    fresh_stamps_are_exact(d.clone()).await;
     writers_append_and_readers_range(d.clone()).await;
     large_appends_and_move(d.clone(), unit).await;
     deletes(d).await;
