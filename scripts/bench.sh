@@ -10,8 +10,10 @@
 #             the full run uses 1 GiB blobs, 15 s of load, 1,000 repositories and 10,000
 #             manifests, and takes 4–6 minutes after the build (quick: about 45 s).
 #
-# Results: target/bench/{berth,distribution}.jsonl (raw, one JSON object per metric),
-# target/bench/table.md (the table), target/bench/*.log (registry and bench logs).
+# Results: target/bench/{berth,distribution,ceilings}.jsonl (raw, one JSON object per
+# metric), target/bench/table.md (the table, then the machine's ceilings: SHA-256 on one
+# core, loopback TCP, durable disk writes, and the best ratio to Distribution each allows),
+# target/bench/*.log (registry and bench logs).
 # Installs docker-registry with apt when it is missing (needs root for that).
 # BENCH_JOBS sets cargo's -j (default 2). Extra berth-bench `run` flags can be given in
 # BENCH_ARGS, e.g. BENCH_ARGS="--load-secs 30".
@@ -134,6 +136,12 @@ EOF
     WORK=""
 }
 
+step "the machine's ceilings"
+if ((${#QUICK[@]})); then CEILING_MIB=64; else CEILING_MIB=1024; fi
+sync
+"$BENCH" ceilings --dir "$(dirname "$(mktemp -u /tmp/berth-bench-x.XXXXXX)")" --mib "$CEILING_MIB" \
+    >"$OUT/ceilings.jsonl"
+
 bench_one berth "$BERTH"
 bench_one distribution "$DISTRIBUTION"
 
@@ -143,6 +151,10 @@ step "results"
     echo "load average (1/5/15 min) as each started: ${LOADAVG[0]:-?}, ${LOADAVG[1]:-?}"
     echo
     "$BENCH" table "$OUT/berth.jsonl" "$OUT/distribution.jsonl"
+    echo
+    echo "What this machine allows at most, measured in the same run (berth-bench ceilings):"
+    echo
+    "$BENCH" table --ceilings "$OUT/ceilings.jsonl" "$OUT/berth.jsonl" "$OUT/distribution.jsonl"
 } >"$OUT/table.md"
 cat "$OUT/table.md"
 echo >&2

@@ -3,6 +3,7 @@
 //! registry and prints JSON lines, `startup` times a restart over the populated data,
 //! `table` puts two result files side by side, `free-port` helps the script pick a port.
 
+mod ceilings;
 mod client;
 mod data;
 mod load;
@@ -38,6 +39,9 @@ enum Command {
     Startup(StartupArgs),
     /// Print the side-by-side table of two `run`/`startup` outputs.
     Table(TableArgs),
+    /// Measure the machine's ceilings (SHA-256 on one core, loopback TCP, durable disk
+    /// writes); JSON lines like `run`.
+    Ceilings(CeilingsArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
 }
@@ -137,6 +141,20 @@ struct TableArgs {
     a_name: String,
     #[arg(long, default_value = "distribution")]
     b_name: String,
+    /// Output of `ceilings`: prints, instead of the table, the best ratio to the second
+    /// registry that each ceiling allows.
+    #[arg(long)]
+    ceilings: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CeilingsArgs {
+    /// Directory for the scratch file of the disk measurement (on the registries' disk).
+    #[arg(long)]
+    dir: PathBuf,
+    /// MiB hashed, written and sent.
+    #[arg(long, default_value_t = 1024)]
+    mib: usize,
 }
 
 impl RunArgs {
@@ -204,9 +222,26 @@ async fn main_async(cli: Cli) -> Result<()> {
         Command::Table(args) => {
             let a = report::read_jsonl(&args.a)?;
             let b = report::read_jsonl(&args.b)?;
-            print!("{}", report::table(&a, &b, &args.a_name, &args.b_name));
+            match args.ceilings {
+                Some(path) => {
+                    let c = report::read_jsonl(&path)?;
+                    print!("{}", report::ceilings_table(&c, &b, &args.b_name));
+                }
+                None => print!("{}", report::table(&a, &b, &args.a_name, &args.b_name)),
+            }
             Ok(())
         }
+        Command::Ceilings(args) => tokio::task::spawn_blocking(move || {
+            ceilings::run(
+                &args.dir,
+                args.mib,
+                &Emitter {
+                    registry: "machine".into(),
+                },
+            )
+        })
+        .await
+        .context("ceilings thread panicked")?,
         Command::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a port")?;
             println!("{}", l.local_addr()?.port());

@@ -7,6 +7,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// Throughputs are in decimal megabytes.
+pub const MB: f64 = 1_000_000.0;
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
@@ -85,6 +88,49 @@ pub fn format_value(value: f64, unit: &str) -> String {
     }
 }
 
+/// Which measured figures each machine ceiling (see `ceilings`) bounds from above.
+const BOUNDS: &[(&str, &[&str])] = &[
+    (
+        "ceiling_sha256",
+        &["push_monolithic", "push_chunked", "pull"],
+    ),
+    ("ceiling_loopback", &["pull_unverified"]),
+    (
+        "ceiling_disk",
+        &["push_monolithic", "push_chunked", "push_concurrent"],
+    ),
+];
+
+/// The ceilings table: for each figure a ceiling bounds, Distribution's figure and the best
+/// ratio to it any registry could reach on this machine (ceiling / Distribution).
+pub fn ceilings_table(ceilings: &[Metric], b: &[Metric], b_name: &str) -> String {
+    let mut rows = vec![[
+        "machine ceiling".to_string(),
+        "MB/s".to_string(),
+        "bounds".to_string(),
+        format!("{b_name} there"),
+        format!("best possible ratio to {b_name}"),
+    ]];
+    for (id, bounded) in BOUNDS {
+        let Some(c) = ceilings.iter().find(|m| m.metric == *id) else {
+            continue;
+        };
+        for metric in *bounded {
+            let Some(m) = b.iter().find(|m| m.metric == *metric) else {
+                continue;
+            };
+            rows.push([
+                c.title.clone(),
+                format_value(c.value, &c.unit),
+                m.title.clone(),
+                format_value(m.value, &m.unit),
+                format!("{:.2}", c.value / m.value),
+            ]);
+        }
+    }
+    render(&rows, &[false, true, false, true, true])
+}
+
 /// The table: one row per metric in the order of `a`, with `a`'s and `b`'s values and the
 /// ratio a/b.
 pub fn table(a: &[Metric], b: &[Metric], a_name: &str, b_name: &str) -> String {
@@ -122,7 +168,12 @@ pub fn table(a: &[Metric], b: &[Metric], a_name: &str, b_name: &str) -> String {
             format!("{ratio} ({note})"),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    render(&rows, &[false, true, true, false])
+}
+
+/// A Markdown table; columns flagged in `right` are right-aligned.
+fn render<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -132,11 +183,11 @@ pub fn table(a: &[Metric], b: &[Metric], a_name: &str, b_name: &str) -> String {
             .zip(&widths)
             .enumerate()
             .map(|(c, (s, w))| {
-                let pad = w - s.chars().count();
-                if c == 0 || c == 3 {
-                    format!("{s}{}", " ".repeat(pad))
+                let pad = " ".repeat(w - s.chars().count());
+                if right[c] {
+                    format!("{pad}{s}")
                 } else {
-                    format!("{}{s}", " ".repeat(pad))
+                    format!("{s}{pad}")
                 }
             })
             .collect();
@@ -146,8 +197,8 @@ pub fn table(a: &[Metric], b: &[Metric], a_name: &str, b_name: &str) -> String {
                 .iter()
                 .enumerate()
                 .map(|(c, w)| {
-                    if c == 1 || c == 2 {
-                        format!("{}:", "-".repeat(w - 1))
+                    if right[c] {
+                        format!("{}:", "-".repeat(w.saturating_sub(1)))
                     } else {
                         "-".repeat(*w)
                     }

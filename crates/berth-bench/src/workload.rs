@@ -45,7 +45,7 @@ pub fn startup_manifest() -> (&'static str, &'static str) {
     ("bench/p00", "t00000")
 }
 
-const MB: f64 = 1_000_000.0;
+use crate::report::MB;
 const MIB: f64 = 1_048_576.0;
 
 fn median_ms(mut v: Vec<Duration>) -> f64 {
@@ -317,6 +317,28 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
             "errors",
             Better::Lower,
             serde_json::Value::Null,
+        );
+    }
+
+    // --- The floor under every spaced listing row: the cheapest request, after an idle gap
+    // (waking an idle process and CPU costs far more than the request itself on a VM). ---
+    if w.spaced_samples > 0 {
+        phase("idle floor");
+        let mut lat = Vec::new();
+        for _ in 0..w.spaced_samples {
+            tokio::time::sleep(Duration::from_secs_f64(w.spacing_secs)).await;
+            lat.push(reg.timed_get("/v2/", None).await?.0);
+        }
+        out.emit(
+            "base_spaced",
+            &format!(
+                "GET /v2/, one per {} s, median of {} (the floor of the spaced rows)",
+                w.spacing_secs, w.spaced_samples
+            ),
+            median_ms(lat),
+            "ms",
+            Better::Lower,
+            json!({ "samples": w.spaced_samples }),
         );
     }
 

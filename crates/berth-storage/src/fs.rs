@@ -278,9 +278,15 @@ impl StorageDriver for FsDriver {
             let mut left = len;
             while left > 0 {
                 let n = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; n];
-                if let Err(e) = file.read_exact(&mut buf) {
+                // Read into spare capacity: zeroing the buffer first cost as much as the copy.
+                let mut buf = Vec::with_capacity(n);
+                let read = (&mut file).take(n as u64).read_to_end(&mut buf);
+                if let Err(e) = read.and_then(|got| {
                     // A file shorter than its size said: never pad, fail the stream.
+                    (got == n).then_some(()).ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size")
+                    })
+                }) {
                     let _ = tx.blocking_send(Err(e));
                     return;
                 }
@@ -547,59 +553,34 @@ enum WriteCmd {
     Commit(oneshot::Sender<io::Result<()>>),
 }
 
-/// Bytes written between two background flushes of a large file.
-const FLUSH_EVERY: u64 = 8 << 20;
+/// Bytes written between two requests that the disk start writing them.
+const WRITEBACK_EVERY: u64 = 1 << 20;
 
 /// Starts the disk writing a large file while it is still arriving. Without it the kernel
 /// holds up to a gigabyte of dirty pages and the final fsync waits for all of them, which
-/// made the commit of a 1 GiB push cost a third of its time; with it, the commit waits only
-/// for the last few megabytes.
+/// made the commit of a 1 GiB push cost a third of its time; with it, the commit (and each
+/// PATCH's fsync) waits only for the last megabyte or so.
 ///
-/// The flush is an `fdatasync` on a duplicate of the descriptor, on its own blocking thread,
-/// at most one at a time, so the writer never waits for it. A duplicate shares the open file
-/// description, so an I/O error the background flush reports would not be reported again to
-/// the final fsync: [`Flusher::finish`] hands it on instead.
+/// The request is `posix_fadvise(DONTNEED)` on what was written since the last one: on
+/// Linux it starts asynchronous writeback of the range's dirty pages and returns (the pages
+/// stay cached: only clean ones would be dropped, and these are dirty or being written), the
+/// same hint PostgreSQL falls back to where `sync_file_range` is missing. It guarantees
+/// nothing; the fsync at commit does.
 #[derive(Default)]
-struct Flusher {
-    unflushed: u64,
-    running: Option<std::thread::JoinHandle<io::Result<()>>>,
-    failed: Option<io::Error>,
+struct Writeback {
+    /// Offset up to which writeback was requested.
+    requested: u64,
 }
 
-impl Flusher {
-    fn wrote(&mut self, file: &File, n: u64) {
-        self.unflushed += n;
-        if self.unflushed < FLUSH_EVERY || self.failed.is_some() {
+impl Writeback {
+    fn wrote(&mut self, file: &File, end: u64) {
+        if end - self.requested < WRITEBACK_EVERY {
             return;
         }
-        if let Some(running) = &self.running {
-            if !running.is_finished() {
-                return;
-            }
-            self.collect();
-        }
-        let Ok(dup) = file.try_clone() else { return };
-        self.unflushed = 0;
-        self.running = std::thread::Builder::new()
-            .name("berth-flush".into())
-            .spawn(move || dup.sync_data())
-            .ok();
-    }
-
-    fn collect(&mut self) {
-        if let Some(running) = self.running.take() {
-            match running.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.failed = Some(e),
-                Err(_) => self.failed = Some(io::Error::other("background flush panicked")),
-            }
-        }
-    }
-
-    /// Waits for a flush in progress; the error of any flush that failed.
-    fn finish(mut self) -> io::Result<()> {
-        self.collect();
-        self.failed.map_or(Ok(()), Err)
+        let len = std::num::NonZeroU64::new(end - self.requested);
+        // Only a hint: a filesystem that refuses it loses the overlap, not data.
+        let _ = rustix::fs::fadvise(file, self.requested, len, rustix::fs::Advice::DontNeed);
+        self.requested = end;
     }
 }
 
@@ -615,15 +596,17 @@ impl FsWriter {
     fn spawn(mut file: File, size: u64, path: StoragePath) -> Self {
         let (tx, mut rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE_DEPTH);
         let worker = tokio::task::spawn_blocking(move || {
-            let mut flusher = Flusher::default();
+            let mut end = size;
+            let mut writeback = Writeback { requested: size };
             while let Some(cmd) = rx.blocking_recv() {
                 match cmd {
                     WriteCmd::Data(chunk) => {
                         file.write_all(&chunk)?;
-                        flusher.wrote(&file, chunk.len() as u64);
+                        end += chunk.len() as u64;
+                        writeback.wrote(&file, end);
                     }
                     WriteCmd::Commit(done) => {
-                        let _ = done.send(flusher.finish().and_then(|()| file.sync_all()));
+                        let _ = done.send(file.sync_all());
                         return Ok(());
                     }
                 }
@@ -763,20 +746,22 @@ mod tests {
         ));
     }
 
-    /// A file several flush intervals long, written in odd-sized chunks, reads back whole:
-    /// the background flushes run beside the writes without reordering or losing any.
+    /// A file many writeback intervals long, written in odd-sized chunks, reads back whole
+    /// (the writeback requests drop no dirty page), in a fresh writer and appended to.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn large_write_with_background_flushes_reads_back() {
+    async fn large_write_with_early_writeback_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let d = FsDriver::new(dir.path()).unwrap();
-        let total = 3 * FLUSH_EVERY as usize + 12_345;
+        let total = 9 * WRITEBACK_EVERY as usize + 12_345;
         let content: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        let mut w = d.writer(&p("big/data"), false).await.unwrap();
-        for piece in content.chunks(1_048_573) {
-            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        let (first, second) = content.split_at(total / 3 + 7);
+        for (part, append) in [(first, false), (second, true)] {
+            let mut w = d.writer(&p("big/data"), append).await.unwrap();
+            for piece in part.chunks(262_139) {
+                w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            w.commit().await.unwrap();
         }
-        assert_eq!(w.size(), total as u64);
-        w.commit().await.unwrap();
         let read: Vec<Bytes> = d
             .reader(&p("big/data"), 0, None)
             .await

@@ -1,0 +1,139 @@
+//! The machine's own limits, measured in the same run as the registries: what no registry on
+//! this machine can beat. A ratio to Distribution means little without them: where
+//! Distribution already runs near a ceiling, no registry can be several times faster there.
+//!
+//! - **SHA-256, one core**: every verified byte passes through one SHA-256 stream (the
+//!   registry's on push, the client's on a verified pull), and SHA-256 does not parallelise
+//!   within a stream. Measured on a buffer that stays in cache, so it is an upper bound.
+//! - **loopback TCP**: a page-cached file sent with `sendfile` (no copy on the sending side,
+//!   as Distribution serves blobs) to a reader with a 1 MiB buffer: the most any pull over
+//!   loopback can reach.
+//! - **durable disk write**: 16 MiB direct (`O_DIRECT`) writes of a new file, then
+//!   `fdatasync`: the device's own write rate, the most a push can reach when every
+//!   acknowledged byte must be on disk. (The scratch file is then rewritten through the page
+//!   cache, for the loopback measurement.)
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest as _, Sha256};
+
+use crate::report::{Better, Emitter, MB};
+
+const CHUNK: usize = 1 << 20;
+
+/// Measures the three ceilings with `mib` MiB each, using a scratch file in `dir`.
+pub fn run(dir: &Path, mib: usize, out: &Emitter) -> Result<()> {
+    let bytes = (mib * CHUNK) as f64;
+    let buf: Vec<u8> = (0..CHUNK).map(|i| (i * 131 % 251) as u8).collect();
+
+    let t = Instant::now();
+    let mut hasher = Sha256::new();
+    for _ in 0..mib {
+        hasher.update(&buf);
+    }
+    std::hint::black_box(hasher.finalize());
+    emit(out, "ceiling_sha256", "SHA-256, one core", bytes, t);
+
+    let path = dir.join("berth-bench-ceiling.tmp");
+    let result = disk_and_loopback(&path, &buf, mib, bytes, out);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emitter) -> Result<()> {
+    // Direct I/O needs an aligned buffer: take an aligned window of a larger one.
+    const DIRECT: usize = 16 << 20;
+    let mut big = vec![0u8; DIRECT + 4096];
+    let start = big.as_ptr().align_offset(4096);
+    for (i, b) in big[start..start + DIRECT].iter_mut().enumerate() {
+        *b = buf[i % CHUNK];
+    }
+    let aligned = &big[start..start + DIRECT];
+    let t = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .with_context(|| format!("creating {} for direct writes", path.display()))?;
+    for _ in 0..(mib * CHUNK).div_ceil(DIRECT) {
+        f.write_all(aligned)?;
+    }
+    f.sync_data()?;
+    let written = (mib * CHUNK).div_ceil(DIRECT) * DIRECT;
+    emit(
+        out,
+        "ceiling_disk",
+        "durable disk write (direct, then fdatasync)",
+        written as f64,
+        t,
+    );
+    drop(f);
+    let mut f = File::create(path)?;
+    for _ in 0..mib {
+        f.write_all(buf)?;
+    }
+    drop(f);
+
+    // The file is in the page cache now: sendfile serves it without touching the disk.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let file = File::open(path)?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let (socket, _) = listener.accept()?;
+        let mut offset = 0u64;
+        let total = (mib * CHUNK) as u64;
+        while offset < total {
+            let left = (total - offset).min(1 << 30) as usize;
+            let sent = rustix::fs::sendfile(&socket, &file, Some(&mut offset), left)?;
+            if sent == 0 {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let t = Instant::now();
+    let mut socket = TcpStream::connect(addr)?;
+    let mut rbuf = vec![0u8; CHUNK];
+    let mut got = 0usize;
+    loop {
+        let n = socket.read(&mut rbuf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    emit(
+        out,
+        "ceiling_loopback",
+        "loopback TCP (sendfile to a reader)",
+        got as f64,
+        t,
+    );
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sendfile thread panicked"))??;
+    anyhow::ensure!(
+        got as f64 == bytes,
+        "loopback: {got} bytes, expected {bytes}"
+    );
+    Ok(())
+}
+
+fn emit(out: &Emitter, id: &str, title: &str, bytes: f64, since: Instant) {
+    out.emit(
+        id,
+        title,
+        bytes / MB / since.elapsed().as_secs_f64(),
+        "MB/s",
+        Better::Higher,
+        serde_json::json!({ "bytes": bytes }),
+    );
+}
