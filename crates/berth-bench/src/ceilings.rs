@@ -27,7 +27,7 @@ use crate::report::{Better, Emitter, MB};
 
 const CHUNK: usize = 1 << 20;
 
-/// Measures the three ceilings with `mib` MiB each, using a scratch file in `dir`.
+/// Measures the ceilings with `mib` MiB each, using a scratch file in `dir`.
 pub fn run(dir: &Path, mib: usize, out: &Emitter) -> Result<()> {
     let bytes = (mib * CHUNK) as f64;
     let buf: Vec<u8> = (0..CHUNK).map(|i| (i * 131 % 251) as u8).collect();
@@ -55,6 +55,7 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
         *b = buf[i % CHUNK];
     }
     let aligned = &big[start..start + DIRECT];
+    let blocks = (mib * CHUNK).div_ceil(DIRECT);
     let t = Instant::now();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -63,26 +64,25 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
         .open(path)
         .with_context(|| format!("creating {} for direct writes", path.display()))?;
-    for _ in 0..(mib * CHUNK).div_ceil(DIRECT) {
+    for _ in 0..blocks {
         f.write_all(aligned)?;
     }
     f.sync_data()?;
-    let written = (mib * CHUNK).div_ceil(DIRECT) * DIRECT;
     emit(
         out,
         "ceiling_disk",
         "durable disk write (direct, then fdatasync)",
-        written as f64,
+        (blocks * DIRECT) as f64,
         t,
     );
     drop(f);
+
+    // Rewritten through the page cache, so sendfile serves it without touching the disk.
     let mut f = File::create(path)?;
     for _ in 0..mib {
         f.write_all(buf)?;
     }
     drop(f);
-
-    // The file is in the page cache now: sendfile serves it without touching the disk.
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let file = File::open(path)?;
@@ -92,8 +92,7 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
         let total = (mib * CHUNK) as u64;
         while offset < total {
             let left = (total - offset).min(1 << 30) as usize;
-            let sent = rustix::fs::sendfile(&socket, &file, Some(&mut offset), left)?;
-            if sent == 0 {
+            if rustix::fs::sendfile(&socket, &file, Some(&mut offset), left)? == 0 {
                 break;
             }
         }

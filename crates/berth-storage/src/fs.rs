@@ -9,7 +9,7 @@
 //! and memory stays bounded by the channel's depth.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -173,6 +173,23 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Reads the next `n` bytes of `file` into a new buffer, without zeroing it first (a memset
+/// cost as much as the copy) and in as few reads as the kernel allows. A file that ends
+/// early is an error: a blob is never padded.
+fn read_uninit(file: &File, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n);
+    while buf.len() < n {
+        let got = rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf))?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than its size",
+            ));
+        }
+    }
+    Ok(buf)
+}
+
 /// Removes a temporary file unless disarmed, so a failed write leaves nothing behind.
 struct TempGuard(Option<PathBuf>);
 
@@ -278,18 +295,13 @@ impl StorageDriver for FsDriver {
             let mut left = len;
             while left > 0 {
                 let n = left.min(READ_CHUNK as u64) as usize;
-                // Read into spare capacity: zeroing the buffer first cost as much as the copy.
-                let mut buf = Vec::with_capacity(n);
-                let read = (&mut file).take(n as u64).read_to_end(&mut buf);
-                if let Err(e) = read.and_then(|got| {
-                    // A file shorter than its size said: never pad, fail the stream.
-                    (got == n).then_some(()).ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size")
-                    })
-                }) {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+                let buf = match read_uninit(&file, n) {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
                 left -= n as u64;
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return; // The client went away.
