@@ -759,24 +759,8 @@ impl Registry {
             report.temporaries_removed += 1;
         }
         if !options.dry_run {
-            let expired: Vec<StoragePath> = pins
-                .values()
-                .flat_map(|(_, files)| files)
-                .filter(|f| f.modified < threshold)
-                .map(|f| f.path.clone())
-                .collect();
-            let removed: Vec<Result<()>> = stream::iter(expired)
-                .map(|path| {
-                    let this = self.clone();
-                    async move { ignore_not_found(this.driver().delete(&path).await) }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            for r in removed {
-                r?;
-                report.pins_removed += 1;
-            }
+            let files = pins.values().flat_map(|(_, files)| files);
+            report.pins_removed += self.remove_expired_pins(files, threshold).await?;
         }
         Ok(())
     }

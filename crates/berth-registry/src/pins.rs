@@ -9,12 +9,23 @@
 //! the blob back, or the operation finds the blob gone and fails cleanly (ARCHITECTURE.md,
 //! "Garbage collection", has the whole argument). Every pin has its own name so that the
 //! collector's removal of an expired pin can never remove a fresh one.
+//!
+//! A pin older than the grace period protects nothing, so expired pins may be removed at any
+//! time: each collection does, and `serve` without online collection runs
+//! [`Registry::expire_pins`] on its own, so that a registry that never collects garbage
+//! keeps one empty file per blob referenced within the grace period, not one per reference
+//! ever made.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_oci::Digest;
+use berth_storage::FileInfo;
+use futures_util::StreamExt;
 
 use crate::{Registry, Result, layout};
+
+/// Pin removals in flight at once.
+const REMOVALS: usize = 16;
 
 /// When this process pinned a set of digests. A pin protects its blobs for the collector's
 /// grace period; the operation must write its links well within it, so it re-pins when the
@@ -55,5 +66,53 @@ impl Registry {
             at,
             lease: self.options().pin_lease,
         })
+    }
+}
+
+impl Registry {
+    /// Removes every pin older than `age`, measured on the storage's clock (a marker is
+    /// written and its time read back, so this host's clock does not matter). Returns how
+    /// many were removed.
+    pub async fn expire_pins(&self, age: Duration) -> Result<usize> {
+        let marker = layout::clock_marker(&uuid::Uuid::new_v4());
+        self.driver().put(&marker, bytes::Bytes::new()).await?;
+        let now = self.driver().stat(&marker).await.map(|m| m.modified);
+        let removed_marker = self.driver().delete(&marker).await;
+        let now = now?;
+        removed_marker?;
+        let threshold = now.checked_sub(age).unwrap_or(now);
+        let pins = match self.driver().walk(&layout::pins_root()).await {
+            Ok(pins) => pins,
+            Err(e) if e.is_not_found() => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        self.remove_expired_pins(pins.iter(), threshold).await
+    }
+
+    /// Removes the pins among `pins` modified before `threshold`; returns how many.
+    pub(crate) async fn remove_expired_pins(
+        &self,
+        pins: impl Iterator<Item = &FileInfo>,
+        threshold: SystemTime,
+    ) -> Result<usize> {
+        let expired: Vec<_> = pins
+            .filter(|f| f.modified < threshold)
+            .map(|f| f.path.clone())
+            .collect();
+        let results: Vec<berth_storage::Result<()>> = futures_util::stream::iter(expired)
+            .map(|path| async move { self.driver().delete(&path).await })
+            .buffer_unordered(REMOVALS)
+            .collect()
+            .await;
+        let mut removed = 0;
+        for r in results {
+            match r {
+                Ok(()) => removed += 1,
+                // Removed meanwhile by another collector: gone either way.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
     }
 }

@@ -215,3 +215,62 @@ async fn swept_blob_makes_a_later_manifest_put_fail_cleanly_and_pins_spare_blobs
         "{refused:?}"
     );
 }
+
+/// Files under `_berth/pins`.
+fn pin_files(dir: &std::path::Path) -> usize {
+    fn count(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { count(&p) } else { 1 })
+                .sum()
+        })
+    }
+    count(&dir.join("docker/registry/v2/_berth/pins"))
+}
+
+/// What `serve` does when online collection is off: pins older than the grace period go,
+/// younger ones stay, and nothing else changes.
+#[tokio::test]
+async fn expired_pins_are_removed_without_a_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("pins/expire").unwrap();
+    let (config, layer) = (blob(&reg, &repo, "c1").await, blob(&reg, &repo, "l1").await);
+    put(
+        &reg,
+        &repo,
+        "old",
+        &image(&config, &layer, None),
+        OCI_MANIFEST,
+    )
+    .await;
+    let old = pin_files(dir.path());
+    assert!(old >= 3, "the push pinned its blobs and manifest: {old}");
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        reg.expire_pins(hour).await.unwrap(),
+        0,
+        "nothing is old yet"
+    );
+    assert_eq!(pin_files(dir.path()), old);
+
+    age_everything(dir.path());
+    let (config, layer) = (blob(&reg, &repo, "c2").await, blob(&reg, &repo, "l2").await);
+    put(
+        &reg,
+        &repo,
+        "new",
+        &image(&config, &layer, None),
+        OCI_MANIFEST,
+    )
+    .await;
+    let fresh = pin_files(dir.path()) - old;
+    assert!(fresh >= 3);
+    assert_eq!(reg.expire_pins(hour).await.unwrap(), old);
+    assert_eq!(pin_files(dir.path()), fresh, "the fresh pins stay");
+    for tag in ["old", "new"] {
+        let reference = Reference::parse(tag).unwrap();
+        reg.get_manifest(&repo, &reference).await.unwrap();
+    }
+}

@@ -344,6 +344,10 @@ async fn run(
         };
         let (registry, interval) = (registry.clone(), gc.interval);
         tokio::spawn(async move { gc_loop(registry, options, interval).await });
+    } else if !config.storage.maintenance.readonly.enabled {
+        // Collections remove expired pins; without them, this does (pins.rs).
+        let (registry, grace) = (registry.clone(), gc.graceperiod);
+        tokio::spawn(async move { pin_expiry_loop(registry, grace).await });
     }
 
     let addr = config.listen_addr();
@@ -496,6 +500,21 @@ async fn purge_loop(
                 "upload purge finished"
             ),
             Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+        }
+    }
+}
+
+/// Removes pins older than the grace period, once a grace period, when no online garbage
+/// collection does it.
+async fn pin_expiry_loop(registry: Registry, grace: std::time::Duration) {
+    let interval = grace.max(std::time::Duration::from_secs(60));
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = interval;
+        match registry.expire_pins(grace).await {
+            Ok(removed) => tracing::info!(removed, "expired pins removed"),
+            Err(e) => tracing::warn!(error = %e, "removing expired pins failed"),
         }
     }
 }
