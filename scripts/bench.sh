@@ -15,6 +15,7 @@
 # core, loopback TCP, durable disk writes, and the best ratio to Distribution each allows),
 # target/bench/*.log (registry and bench logs).
 # Installs docker-registry with apt when it is missing (needs root for that).
+# BENCH_SETTLE_SECS is the pause before each registry and the ceilings (default 20).
 # BENCH_JOBS sets cargo's -j (default 2). Extra berth-bench `run` flags can be given in
 # BENCH_ARGS, e.g. BENCH_ARGS="--load-secs 30".
 
@@ -90,6 +91,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Lets the writes of whatever ran before (the build, the other registry) reach the disk, in
+# this VM and below it: a virtual disk's host keeps flushing for seconds after the guest's
+# sync returns, and pushes measured during that ran at half speed.
+settle() {
+    sync
+    sleep "${BENCH_SETTLE_SECS:-20}"
+}
+
 # bench_one NAME BINARY: the whole workload against one registry.
 bench_one() {
     local name=$1 bin=$2
@@ -116,8 +125,7 @@ http:
   addr: 127.0.0.1:$port
 EOF
     mkdir -p "$WORK/data"
-    # Start each registry with no dirty pages left over from the previous one.
-    sync
+    settle
     LOADAVG+=("$name $(cut -d' ' -f1-3 /proc/loadavg)")
     "$bin" serve "$WORK/config.yml" >>"$OUT/$name.log" 2>&1 &
     PID=$!
@@ -136,14 +144,14 @@ EOF
     WORK=""
 }
 
-step "the machine's ceilings"
-if ((${#QUICK[@]})); then CEILING_MIB=64; else CEILING_MIB=1024; fi
-sync
-"$BENCH" ceilings --dir "$(dirname "$(mktemp -u /tmp/berth-bench-x.XXXXXX)")" --mib "$CEILING_MIB" \
-    >"$OUT/ceilings.jsonl"
-
 bench_one berth "$BERTH"
 bench_one distribution "$DISTRIBUTION"
+
+step "the machine's ceilings"
+if ((${#QUICK[@]})); then CEILING_MIB=64; else CEILING_MIB=1024; fi
+settle
+# On /tmp, where the registries' data directories are.
+"$BENCH" ceilings --dir /tmp --mib "$CEILING_MIB" >"$OUT/ceilings.jsonl"
 
 step "results"
 {

@@ -102,6 +102,12 @@ struct RunArgs {
     /// Pause before each spaced listing sample, seconds.
     #[arg(long, default_value_t = 1.5)]
     spacing_secs: f64,
+    /// Runs behind each push rate, each with fresh content (median reported).
+    #[arg(long, default_value_t = 3)]
+    push_runs: usize,
+    /// Pause before each timed push, seconds [5; quick 1].
+    #[arg(long)]
+    push_pause_secs: Option<f64>,
     /// Pulls of the large blob behind each pull rate (median reported).
     #[arg(long, default_value_t = 3)]
     pull_runs: usize,
@@ -174,6 +180,11 @@ impl RunArgs {
             push_concurrency: self.push_concurrency.max(1),
             samples: self.samples.max(1),
             pull_runs: self.pull_runs.max(1),
+            push_runs: self.push_runs.max(1),
+            push_pause_secs: self
+                .push_pause_secs
+                .unwrap_or(if q { 1.0 } else { 5.0 })
+                .max(0.0),
             spaced_samples: self.spaced_samples.unwrap_or(if q { 2 } else { 5 }),
             spacing_secs: self.spacing_secs.max(0.0),
             idle_wait_secs: self.idle_wait_secs.unwrap_or(if q { 2.0 } else { 5.0 }),

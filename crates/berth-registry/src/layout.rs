@@ -259,11 +259,6 @@ pub fn pin(digest: &Digest, id: &uuid::Uuid) -> StoragePath {
         .expect("a simple UUID is a valid path component")
 }
 
-/// `_berth/clock-<id>`: a marker written and removed again to read the storage's clock.
-pub fn clock_marker(id: &uuid::Uuid) -> StoragePath {
-    path(&["_berth", &format!("clock-{}", id.simple())])
-}
-
 /// `_berth/gc`: one directory per garbage-collection run.
 pub fn gc_runs_root() -> StoragePath {
     path(&["_berth/gc"])

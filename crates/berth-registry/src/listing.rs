@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn path_order_is_component_order() {
         // Every string of up to four bytes from an alphabet with `/` and bytes either side.
-        let alphabet = ["a", "/", "-", "0"];
+        let alphabet = ["a", "/", "-", "0", "\u{1}"];
         let mut all = vec![String::new()];
         for len in 1..=4 {
             let mut next = Vec::new();

@@ -10,11 +10,12 @@
 //! "Garbage collection", has the whole argument). Every pin has its own name so that the
 //! collector's removal of an expired pin can never remove a fresh one.
 //!
-//! A pin older than the grace period protects nothing, so expired pins may be removed at any
-//! time: each collection does, and `serve` without online collection runs
-//! [`Registry::expire_pins`] on its own, so that a registry that never collects garbage
-//! keeps one empty file per blob referenced within the grace period, not one per reference
-//! ever made.
+//! A pin older than a collection's threshold (its start minus the grace period) protects
+//! nothing in that run, so expired pins may be removed: each collection removes those older
+//! than its own threshold, and `serve` without online collection runs
+//! [`Registry::expire_pins`] with twice the grace period (safe while no collection run
+//! lasts longer than a grace period), so that a registry that never collects garbage keeps
+//! one empty file per blob referenced recently, not one per reference ever made.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,15 +73,22 @@ impl Registry {
 impl Registry {
     /// Removes every pin older than `age`, measured on the storage's clock (a marker is
     /// written and its time read back, so this host's clock does not matter). Returns how
-    /// many were removed.
+    /// many were removed. `age` must exceed the grace period of any collection that may be
+    /// running by at least that run's length (`serve` uses twice its grace period).
     pub async fn expire_pins(&self, age: Duration) -> Result<usize> {
-        let marker = layout::clock_marker(&uuid::Uuid::new_v4());
+        // The marker is a collection run's start marker, so one left by a crash is cleaned
+        // up by the next collection like any abandoned run's.
+        let run = uuid::Uuid::new_v4();
+        let marker = layout::gc_run_started(&run);
         self.driver().put(&marker, bytes::Bytes::new()).await?;
         let now = self.driver().stat(&marker).await.map(|m| m.modified);
-        let removed_marker = self.driver().delete(&marker).await;
+        let removed_marker = self.driver().delete(&layout::gc_run(&run)).await;
         let now = now?;
         removed_marker?;
-        let threshold = now.checked_sub(age).unwrap_or(now);
+        // An age beyond the clock's start expires nothing.
+        let Some(threshold) = now.checked_sub(age) else {
+            return Ok(0);
+        };
         let pins = match self.driver().walk(&layout::pins_root()).await {
             Ok(pins) => pins,
             Err(e) if e.is_not_found() => return Ok(0),

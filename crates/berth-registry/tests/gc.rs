@@ -267,6 +267,11 @@ async fn expired_pins_are_removed_without_a_collection() {
     .await;
     let fresh = pin_files(dir.path()) - old;
     assert!(fresh >= 3);
+    assert_eq!(
+        reg.expire_pins(Duration::MAX).await.unwrap(),
+        0,
+        "no age is older"
+    );
     assert_eq!(reg.expire_pins(hour).await.unwrap(), old);
     assert_eq!(pin_files(dir.path()), fresh, "the fresh pins stay");
     for tag in ["old", "new"] {

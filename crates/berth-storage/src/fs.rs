@@ -38,9 +38,9 @@ const READ_QUEUE_DEPTH: usize = 3;
 #[derive(Debug, Clone)]
 pub struct FsDriver {
     root: Arc<PathBuf>,
-    /// Whether directory stamps are exact as soon as they are taken ([`fine_stamps`]),
-    /// probed once, on the first listing.
-    fine_stamps: Arc<OnceLock<bool>>,
+    /// The device of the root when its directory stamps are exact as soon as they are taken
+    /// ([`fine_stamps`]), probed once, on the first listing.
+    fine_stamps: Arc<OnceLock<Option<u64>>>,
 }
 
 impl FsDriver {
@@ -58,7 +58,17 @@ impl FsDriver {
     /// last change (see [`fine_stamps`]); otherwise only once it is [`RACY_MARGIN`] old.
     /// Probes the filesystem on first use (blocking, about a millisecond).
     pub fn fine_stamps(&self) -> bool {
-        *self.fine_stamps.get_or_init(|| fine_stamps(&self.root))
+        self.fine_stamps_device().is_some()
+    }
+
+    /// The filesystem (device) the probe vouches for: only directories on it get fresh
+    /// stamps, not ones reached through a mount onto another filesystem below the root.
+    fn fine_stamps_device(&self) -> Option<u64> {
+        *self.fine_stamps.get_or_init(|| {
+            use std::os::unix::fs::MetadataExt;
+            let dev = fs::metadata(self.root.as_path()).ok()?.dev();
+            fine_stamps(&self.root).then_some(dev)
+        })
     }
 
     /// The directory this driver serves.
@@ -173,20 +183,28 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Reads the next `n` bytes of `file` into a new buffer, without zeroing it first (a memset
-/// cost as much as the copy) and in as few reads as the kernel allows. A file that ends
-/// early is an error: a blob is never padded.
-fn read_uninit(file: &File, n: usize) -> io::Result<Vec<u8>> {
+/// Reads `n` bytes of `file` from `offset` into a new buffer, without zeroing it first (a
+/// memset cost as much as the copy) and in as few reads as the kernel allows. A file that
+/// ends early is an error: a blob is never padded.
+fn read_uninit(file: &File, offset: u64, n: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(n);
     while buf.len() < n {
-        let got = rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf))?;
-        if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than its size",
-            ));
+        // Positional reads: should the allocation hold more than `n`, reading past it only
+        // costs the truncation below, never the next buffer's bytes.
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than its size",
+                ));
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
+    buf.truncate(n);
     Ok(buf)
 }
 
@@ -274,7 +292,7 @@ impl StorageDriver for FsDriver {
         len: Option<u64>,
     ) -> Result<ByteStream> {
         let full = self.full(path);
-        let (mut file, size) = blocking(move || {
+        let (file, size) = blocking(move || {
             let f = File::open(&full)?;
             let size = f.metadata()?.len();
             Ok((f, size))
@@ -286,16 +304,10 @@ impl StorageDriver for FsDriver {
         // than an async file, and the bounded channel caps memory per reader.
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE_DEPTH);
         tokio::task::spawn_blocking(move || {
-            if offset > 0
-                && let Err(e) = file.seek(SeekFrom::Start(offset))
-            {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            let mut left = len;
+            let (mut at, mut left) = (offset, len);
             while left > 0 {
                 let n = left.min(READ_CHUNK as u64) as usize;
-                let buf = match read_uninit(&file, n) {
+                let buf = match read_uninit(&file, at, n) {
                     Ok(buf) => buf,
                     Err(e) => {
                         let _ = tx.blocking_send(Err(e));
@@ -303,6 +315,7 @@ impl StorageDriver for FsDriver {
                     }
                 };
                 left -= n as u64;
+                at += n as u64;
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return; // The client went away.
                 }
@@ -360,7 +373,7 @@ impl StorageDriver for FsDriver {
                 let listed = blocking({
                     let batch = batch.clone();
                     move || {
-                        let fine = driver.fine_stamps();
+                        let fine = driver.fine_stamps_device();
                         Ok(batch
                             .into_iter()
                             .map(|(_, full)| list_one_stamped(&full, fine))
@@ -529,11 +542,13 @@ fn stamp_of(m: &fs::Metadata) -> DirStamp {
 }
 
 /// Lists one directory with a stamp taken before reading it, if the stamp can be trusted:
-/// always with `fine` stamps, else once it is old enough (see [`RACY_MARGIN`]).
-fn list_one_stamped(dir: &Path, fine: bool) -> io::Result<Listing> {
+/// always on the device with fine stamps (`fine`), else once it is old enough (see
+/// [`RACY_MARGIN`]).
+fn list_one_stamped(dir: &Path, fine: Option<u64>) -> io::Result<Listing> {
+    use std::os::unix::fs::MetadataExt;
     let now = std::time::SystemTime::now();
     let meta = fs::metadata(dir)?;
-    let settled = fine
+    let settled = fine == Some(meta.dev())
         || meta
             .modified()
             .ok()
@@ -574,11 +589,11 @@ const WRITEBACK_EVERY: u64 = 1 << 20;
 /// PATCH's fsync) waits only for the last megabyte or so.
 ///
 /// The request is `posix_fadvise(DONTNEED)` on what was written since the last one: on
-/// Linux it starts asynchronous writeback of the range's dirty pages and returns (the pages
-/// stay cached: only clean ones would be dropped, and these are dirty or being written), the
-/// same hint PostgreSQL falls back to where `sync_file_range` is missing. It guarantees
-/// nothing; the fsync at commit does.
-#[derive(Default)]
+/// Linux it starts asynchronous writeback of the range's dirty pages and returns, the same
+/// hint PostgreSQL falls back to where `sync_file_range` is missing (which has no safe
+/// binding). Only clean pages are dropped, and these are dirty or being written, so they
+/// stay cached, bar the few whose writeback ends within the call. It guarantees nothing;
+/// the fsync at commit does. Elsewhere than Linux it is not made.
 struct Writeback {
     /// Offset up to which writeback was requested.
     requested: u64,
@@ -589,9 +604,14 @@ impl Writeback {
         if end - self.requested < WRITEBACK_EVERY {
             return;
         }
-        let len = std::num::NonZeroU64::new(end - self.requested);
-        // Only a hint: a filesystem that refuses it loses the overlap, not data.
-        let _ = rustix::fs::fadvise(file, self.requested, len, rustix::fs::Advice::DontNeed);
+        #[cfg(target_os = "linux")]
+        {
+            let len = std::num::NonZeroU64::new(end - self.requested);
+            // Only a hint: a filesystem that refuses it loses the overlap, not data.
+            let _ = rustix::fs::fadvise(file, self.requested, len, rustix::fs::Advice::DontNeed);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
         self.requested = end;
     }
 }

@@ -344,8 +344,10 @@ async fn run(
         };
         let (registry, interval) = (registry.clone(), gc.interval);
         tokio::spawn(async move { gc_loop(registry, options, interval).await });
-    } else if !config.storage.maintenance.readonly.enabled {
-        // Collections remove expired pins; without them, this does (pins.rs).
+    }
+    if (!gc.enabled || gc.dryrun) && !config.storage.maintenance.readonly.enabled {
+        // Collections remove expired pins; without them (a dry run removes nothing), this
+        // does (pins.rs).
         let (registry, grace) = (registry.clone(), gc.graceperiod);
         tokio::spawn(async move { pin_expiry_loop(registry, grace).await });
     }
@@ -504,15 +506,16 @@ async fn purge_loop(
     }
 }
 
-/// Removes pins older than the grace period, once a grace period, when no online garbage
-/// collection does it.
+/// Removes pins older than twice the grace period, once a grace period, when no online
+/// garbage collection does it. Twice: a collection run elsewhere (`berth garbage-collect`,
+/// another replica) relies on pins younger than its start minus the grace period.
 async fn pin_expiry_loop(registry: Registry, grace: std::time::Duration) {
     let interval = grace.max(std::time::Duration::from_secs(60));
     let mut wait = std::time::Duration::from_secs(60);
     loop {
         tokio::time::sleep(wait).await;
         wait = interval;
-        match registry.expire_pins(grace).await {
+        match registry.expire_pins(grace.saturating_mul(2)).await {
             Ok(removed) => tracing::info!(removed, "expired pins removed"),
             Err(e) => tracing::warn!(error = %e, "removing expired pins failed"),
         }
