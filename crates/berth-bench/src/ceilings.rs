@@ -32,13 +32,23 @@ pub fn run(dir: &Path, mib: usize, out: &Emitter) -> Result<()> {
     let bytes = (mib * CHUNK) as f64;
     let buf: Vec<u8> = (0..CHUNK).map(|i| (i * 131 % 251) as u8).collect();
 
-    let t = Instant::now();
-    let mut hasher = Sha256::new();
-    for _ in 0..mib {
-        hasher.update(&buf);
-    }
-    std::hint::black_box(hasher.finalize());
-    emit(out, "ceiling_sha256", "SHA-256, one core", bytes, t);
+    // Ceilings are upper bounds: the best of three runs.
+    let secs = best_of(3, || {
+        let t = Instant::now();
+        let mut hasher = Sha256::new();
+        for _ in 0..mib {
+            hasher.update(&buf);
+        }
+        std::hint::black_box(hasher.finalize());
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    emit(
+        out,
+        "ceiling_sha256",
+        "SHA-256, one core, best of 3",
+        bytes,
+        secs,
+    );
 
     let path = dir.join(format!("berth-bench-ceiling-{}.tmp", std::process::id()));
     let result = disk_and_loopback(&path, &buf, mib, bytes, out);
@@ -74,7 +84,7 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
                 "ceiling_disk",
                 "durable disk write (direct, then fdatasync)",
                 (blocks * DIRECT) as f64,
-                t,
+                t.elapsed().as_secs_f64(),
             );
         }
         // Some filesystems (tmpfs before Linux 6.6) refuse direct I/O: no disk ceiling.
@@ -90,13 +100,35 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
         f.write_all(buf)?;
     }
     drop(f);
+    let secs = best_of(3, || loopback(path, mib))?;
+    emit(
+        out,
+        "ceiling_loopback",
+        "loopback TCP (sendfile to a reader), best of 3",
+        bytes,
+        secs,
+    );
+    Ok(())
+}
+
+/// The shortest of `runs` timings.
+fn best_of(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        best = best.min(f()?);
+    }
+    Ok(best)
+}
+
+/// Seconds to send the `mib` MiB file at `path` over loopback with `sendfile` and read it.
+fn loopback(path: &Path, mib: usize) -> Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let file = File::open(path)?;
+    let total = (mib * CHUNK) as u64;
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
         let (socket, _) = listener.accept()?;
         let mut offset = 0u64;
-        let total = (mib * CHUNK) as u64;
         while offset < total {
             let left = (total - offset).min(1 << 30) as usize;
             if rustix::fs::sendfile(&socket, &file, Some(&mut offset), left)? == 0 {
@@ -108,36 +140,27 @@ fn disk_and_loopback(path: &Path, buf: &[u8], mib: usize, bytes: f64, out: &Emit
     let t = Instant::now();
     let mut socket = TcpStream::connect(addr)?;
     let mut rbuf = vec![0u8; CHUNK];
-    let mut got = 0usize;
+    let mut got = 0u64;
     loop {
         let n = socket.read(&mut rbuf)?;
         if n == 0 {
             break;
         }
-        got += n;
+        got += n as u64;
     }
-    emit(
-        out,
-        "ceiling_loopback",
-        "loopback TCP (sendfile to a reader)",
-        got as f64,
-        t,
-    );
+    let secs = t.elapsed().as_secs_f64();
     sender
         .join()
         .map_err(|_| anyhow::anyhow!("sendfile thread panicked"))??;
-    anyhow::ensure!(
-        got as f64 == bytes,
-        "loopback: {got} bytes, expected {bytes}"
-    );
-    Ok(())
+    anyhow::ensure!(got == total, "loopback: {got} bytes, expected {total}");
+    Ok(secs)
 }
 
-fn emit(out: &Emitter, id: &str, title: &str, bytes: f64, since: Instant) {
+fn emit(out: &Emitter, id: &str, title: &str, bytes: f64, secs: f64) {
     out.emit(
         id,
         title,
-        bytes / MB / since.elapsed().as_secs_f64(),
+        bytes / MB / secs,
         "MB/s",
         Better::Higher,
         serde_json::json!({ "bytes": bytes }),
