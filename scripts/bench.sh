@@ -8,7 +8,7 @@
 #
 #   --quick   smoke mode (64 MiB blobs, 3 s of load, 100 repositories, 1,000 manifests);
 #             the full run uses 1 GiB blobs, 15 s of load, 1,000 repositories and 10,000
-#             manifests, and takes about 9 minutes after the build (quick: about 3).
+#             manifests, and takes about 9 minutes after the build (quick: about 3 minutes).
 #
 # Results: target/bench/{berth,distribution,ceilings}.jsonl (raw, one JSON object per
 # metric), target/bench/table.md (the table, then the machine's ceilings: SHA-256 on one
