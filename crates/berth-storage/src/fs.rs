@@ -54,6 +54,14 @@ impl FsDriver {
         })
     }
 
+    /// A driver that never writes on its own account: the stamp probe, which creates and
+    /// removes a scratch directory, is skipped and stamps keep the 100 ms margin. For
+    /// read-only mode, where nothing may be written.
+    pub fn without_probe(self) -> Self {
+        let _ = self.fine_stamps.set(None);
+        self
+    }
+
     /// Whether a directory's stamp can be trusted the moment it is taken, however recent its
     /// last change (see [`fine_stamps`]); otherwise only once it is [`RACY_MARGIN`] old.
     /// Probes the filesystem on first use (blocking, about a millisecond).
@@ -702,6 +710,21 @@ mod tests {
 
     fn p(s: &str) -> StoragePath {
         StoragePath::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_driver_without_probe_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        let d = FsDriver::new(dir.path()).unwrap().without_probe();
+        let listed = d.list_stamped(&[p("d")]).await.pop().unwrap().unwrap();
+        assert!(listed.stamp.is_none(), "a directory changed just now");
+        assert!(!d.fine_stamps());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["d"]);
     }
 
     #[test]

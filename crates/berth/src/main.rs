@@ -397,8 +397,11 @@ async fn build_driver(
         return Ok((Arc::new(driver), described));
     }
     let root = config.root_directory();
-    let driver = FsDriver::new(&root)
+    let mut driver = FsDriver::new(&root)
         .map_err(|e| format!("cannot use storage root {}: {e}", root.display()))?;
+    if config.storage.maintenance.readonly.enabled {
+        driver = driver.without_probe();
+    }
     Ok((Arc::new(driver), root.display().to_string()))
 }
 
