@@ -92,8 +92,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Lets the writes of whatever ran before (the build, the other registry) reach the disk, in
-# this VM and below it: a virtual disk's host keeps flushing for seconds after the guest's
-# sync returns, and pushes measured during that ran at half speed.
+# this VM and below it: a virtual disk's host may keep flushing after the guest's sync
+# returns. Pushes timed back to back varied by up to 2x here; with the pause, much less.
 settle() {
     sync
     sleep "${BENCH_SETTLE_SECS:-20}"

@@ -91,8 +91,8 @@ async fn push_image_blobs(
 }
 
 /// Waits before a timed push, so the writes of the one before have reached the disk below
-/// this machine too: on a VM the host goes on flushing for seconds after the guest's fsync
-/// returned, and a push timed meanwhile measured half its speed.
+/// this machine too: on a VM the host may go on flushing after the guest's fsync returned.
+/// Pushes timed back to back varied by up to 2x on our VM; with the pause, much less.
 async fn settle(w: &Workload) {
     tokio::time::sleep(Duration::from_secs_f64(w.push_pause_secs)).await;
 }
