@@ -291,6 +291,30 @@ impl Client {
         Ok(r.status)
     }
 
+    /// Pushes a 700-byte config and a 64 KiB layer (content from `seed`) to `repo`, each in
+    /// one request, and returns their descriptors: the blobs a test manifest names.
+    pub async fn push_config_and_layer(
+        &self,
+        repo: &str,
+        seed: u64,
+    ) -> Result<(crate::Desc, crate::Desc), Fail> {
+        let config = self.push_seeded(repo, seed, 700).await?;
+        let layer = self.push_seeded(repo, seed + 1, 64 * 1024).await?;
+        Ok((config, layer))
+    }
+
+    /// Pushes `len` bytes of content from `seed` in one request.
+    async fn push_seeded(&self, repo: &str, seed: u64, len: usize) -> Result<crate::Desc, Fail> {
+        let data = crate::content(seed, len);
+        let digest = self
+            .push_blob(repo, &data, UploadKind::Monolithic, &|_| {})
+            .await?;
+        Ok(crate::Desc {
+            digest,
+            size: len as u64,
+        })
+    }
+
     /// Uploads `data` to `repo` the way `kind` says, reporting progress to `on`. Returns the
     /// digest berth confirmed with 201.
     pub async fn push_blob(

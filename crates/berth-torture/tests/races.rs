@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use berth_torture::client::{Client, UploadKind};
 use berth_torture::disk::{Checker, v2};
 use berth_torture::server::Berth;
-use berth_torture::{Desc, content, hex_of, image_manifest, sha256};
+use berth_torture::{content, hex_of, image_manifest, sha256};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -29,24 +29,6 @@ async fn start() -> (tempfile::TempDir, Berth, Client) {
         .unwrap();
     let c = Client::new(&berth.base).unwrap();
     (work, berth, c)
-}
-
-/// Pushes a config and a layer to `repo` and returns their descriptors.
-async fn base_blobs(c: &Client, repo: &str, seed: u64) -> (Desc, Desc) {
-    let mut out = Vec::new();
-    for (i, len) in [(0, 700), (1, 64 * 1024)] {
-        let data = content(seed + i, len);
-        let digest = c
-            .push_blob(repo, &data, UploadKind::Monolithic, &|_| {})
-            .await
-            .unwrap();
-        out.push(Desc {
-            digest,
-            size: len as u64,
-        });
-    }
-    let layer = out.pop().unwrap();
-    (out.pop().unwrap(), layer)
 }
 
 /// Nothing on disk is wrong, and (optionally) no session or temporary file was left.
@@ -151,7 +133,7 @@ async fn sixteen_pushes_of_one_blob() {
 async fn sixteen_puts_of_one_manifest_to_one_tag() {
     let (work, berth, c) = start().await;
     let repo = "race/same";
-    let (config, layer) = base_blobs(&c, repo, SEED).await;
+    let (config, layer) = c.push_config_and_layer(repo, SEED).await.unwrap();
     for round in 0..5 {
         let tag = format!("t{round}");
         let body = image_manifest(
@@ -192,7 +174,7 @@ async fn sixteen_puts_of_one_manifest_to_one_tag() {
 async fn sixteen_different_manifests_race_for_one_tag() {
     let (work, berth, c) = start().await;
     let repo = "race/different";
-    let (config, layer) = base_blobs(&c, repo, SEED + 10).await;
+    let (config, layer) = c.push_config_and_layer(repo, SEED + 10).await.unwrap();
     let reads = Arc::new(AtomicUsize::new(0));
     for round in 0..10 {
         let tag = "contested";
@@ -267,7 +249,7 @@ async fn delete_by_digest_races_puts_of_the_same_manifest() {
     let (work, berth, c) = start().await;
     let repo = "race/delete";
     let tag = "racing";
-    let (config, layer) = base_blobs(&c, repo, SEED + 20).await;
+    let (config, layer) = c.push_config_and_layer(repo, SEED + 20).await.unwrap();
     let mut rng = StdRng::seed_from_u64(SEED + 21);
     let (mut kept, mut gone, mut deleted_202) = (0, 0, 0);
     let started = Instant::now();
@@ -353,7 +335,7 @@ async fn tag_read_after_racing_puts_is_the_stored_one() {
     let (work, _berth, c) = start().await;
     let repo = "race/settled";
     let tag = "contested";
-    let (config, layer) = base_blobs(&c, repo, SEED + 30).await;
+    let (config, layer) = c.push_config_and_layer(repo, SEED + 30).await.unwrap();
     let link = v2(&work.path().join("root")).join(format!(
         "repositories/{repo}/_manifests/tags/{tag}/current/link"
     ));

@@ -7,9 +7,9 @@
 //! millisecond old when the write lands, well within one tick of the coarse clock.
 #![allow(clippy::unwrap_used)] // A test: a panic is a failed test, with its message.
 
-use berth_torture::client::{Client, UploadKind};
+use berth_torture::client::Client;
+use berth_torture::image_manifest;
 use berth_torture::server::Berth;
-use berth_torture::{Desc, content, image_manifest};
 
 const ROUNDS: usize = 200;
 
@@ -25,19 +25,7 @@ async fn a_tag_written_by_one_process_is_listed_by_the_other_at_once() {
     let (ca, cb) = (Client::new(&a.base).unwrap(), Client::new(&b.base).unwrap());
     let repo = "shared/tags";
 
-    let mut descs = Vec::new();
-    for (seed, len) in [(1, 300), (2, 4096)] {
-        let data = content(seed, len);
-        let digest = ca
-            .push_blob(repo, &data, UploadKind::Monolithic, &|_| {})
-            .await
-            .unwrap();
-        descs.push(Desc {
-            digest,
-            size: len as u64,
-        });
-    }
-    let (config, layer) = (&descs[0], &descs[1]);
+    let (config, layer) = ca.push_config_and_layer(repo, 1).await.unwrap();
 
     for i in 0..ROUNDS {
         // Alternate the writer, so each process is both the one that caches and the one
@@ -45,7 +33,7 @@ async fn a_tag_written_by_one_process_is_listed_by_the_other_at_once() {
         let (writer, reader) = if i % 2 == 0 { (&ca, &cb) } else { (&cb, &ca) };
         let before = reader.tags(repo).await;
         let tag = format!("t{i:04}");
-        let body = image_manifest(config, std::slice::from_ref(layer), &tag, false);
+        let body = image_manifest(&config, std::slice::from_ref(&layer), &tag, false);
         writer.put_manifest(repo, &tag, &body).await.unwrap();
         let after = reader.tags(repo).await.unwrap();
         assert!(
