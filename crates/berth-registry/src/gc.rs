@@ -31,7 +31,7 @@ use crate::layout::{self, Entry};
 use crate::{Error, Registry, Result};
 
 /// How many storage requests one phase keeps in flight.
-const CONCURRENCY: usize = 32;
+pub(crate) const CONCURRENCY: usize = 32;
 
 /// Sweeping is a rename, a pin listing and a delete per blob, each waiting on the disk
 /// (a directory fsync on a filesystem): more in flight lets the journal batch them.
@@ -187,7 +187,10 @@ struct RepoTree {
 
 /// Walks `path`; an absent root is an empty tree. Any other failure stops the run: a walk
 /// that silently returned less would leave manifests unmarked and their blobs swept.
-async fn walk_or_empty(registry: &Registry, path: &StoragePath) -> Result<Vec<FileInfo>> {
+pub(crate) async fn walk_or_empty(
+    registry: &Registry,
+    path: &StoragePath,
+) -> Result<Vec<FileInfo>> {
     match registry.driver().walk(path).await {
         Ok(files) => Ok(files),
         Err(e) if e.is_not_found() => match registry.driver().stat(path).await {

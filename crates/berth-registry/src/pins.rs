@@ -25,9 +25,6 @@ use futures_util::StreamExt;
 
 use crate::{Registry, Result, layout};
 
-/// Pin removals in flight at once.
-const REMOVALS: usize = 16;
-
 /// When this process pinned a set of digests. A pin protects its blobs for the collector's
 /// grace period; the operation must write its links well within it, so it re-pins when the
 /// lease (half the grace period, `Options::pin_lease`) has run out.
@@ -89,11 +86,7 @@ impl Registry {
         let Some(threshold) = now.checked_sub(age) else {
             return Ok(0);
         };
-        let pins = match self.driver().walk(&layout::pins_root()).await {
-            Ok(pins) => pins,
-            Err(e) if e.is_not_found() => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
+        let pins = crate::gc::walk_or_empty(self, &layout::pins_root()).await?;
         self.remove_expired_pins(pins.iter(), threshold).await
     }
 
@@ -109,7 +102,7 @@ impl Registry {
             .collect();
         let results: Vec<berth_storage::Result<()>> = futures_util::stream::iter(expired)
             .map(|path| async move { self.driver().delete(&path).await })
-            .buffer_unordered(REMOVALS)
+            .buffer_unordered(crate::gc::CONCURRENCY)
             .collect()
             .await;
         let mut removed = 0;
