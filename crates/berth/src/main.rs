@@ -4,6 +4,16 @@
 
 mod config;
 
+/// jemalloc rather than glibc's malloc. Request bodies arrive as chunks of about 128 KiB
+/// that live until their S3 part or disk write is done; glibc serves these from per-thread
+/// arenas once its mmap threshold has adapted upwards, and never gives the fragmented arenas
+/// back: after 32 concurrent 100 MiB pushes to S3 berth kept 669 MiB of RSS while idle.
+/// jemalloc returns unused pages after a few seconds (40 MiB), and its thread caches made
+/// manifest HEAD/GET about 45% faster. Measured with berth-bench; see the commit message.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
