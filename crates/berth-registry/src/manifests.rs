@@ -7,6 +7,7 @@
 
 use berth_oci::{Algorithm, Digest, Hasher, Manifest, Reference, RepoName, Tag};
 use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::{Error, Registry, Result, layout, read_link, write_link};
 
@@ -41,6 +42,29 @@ fn digest_of(body: &[u8], algorithm: Algorithm) -> Digest {
     let mut h = Hasher::new(algorithm);
     h.update(body);
     h.finish()
+}
+
+/// Reference checks in flight while a manifest PUT checks what it references. On S3 each
+/// check is a round trip or two, and an image references tens of layers: checked one after
+/// another they were most of the PUT's time.
+const REFERENCE_CHECKS: usize = 16;
+
+/// A digest and whether the repository has it. Boxed: the checks are built by closures over
+/// borrowed descriptors, which the Send bound on handler futures cannot see through otherwise.
+type ReferenceCheck<'a> = futures_util::future::BoxFuture<'a, Result<(&'a Digest, bool)>>;
+
+/// The first digest, in the order given, whose check answers false. Checks run
+/// [`REFERENCE_CHECKS`] at a time; those still running when a missing one is found are
+/// dropped, which is safe as they only read.
+async fn first_missing(checks: Vec<ReferenceCheck<'_>>) -> Result<Option<&Digest>> {
+    let mut results = futures_util::stream::iter(checks).buffered(REFERENCE_CHECKS);
+    while let Some(result) = results.next().await {
+        let (digest, present) = result?;
+        if !present {
+            return Ok(Some(digest));
+        }
+    }
+    Ok(None)
 }
 
 impl Registry {
@@ -85,21 +109,32 @@ impl Registry {
             .collect();
         let mut lease = self.pin(pinned.iter().copied()).await?;
         let _guard = loop {
-            for blob in manifest.required_blobs() {
-                if !self.blob_linked_and_present(repo, &blob.digest).await? {
-                    return Err(Error::ManifestBlobUnknown {
-                        digest: blob.digest.clone(),
-                    });
-                }
-            }
+            let blobs = manifest
+                .required_blobs()
+                .map(|b| {
+                    let digest = &b.digest;
+                    async move { Ok((digest, self.blob_linked_and_present(repo, digest).await?)) }
+                        .boxed()
+                })
+                .collect();
             // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
             // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
-            for child in &manifest.manifests {
-                if !self.revision_exists(repo, &child.digest).await? {
-                    return Err(Error::ManifestBlobUnknown {
-                        digest: child.digest.clone(),
-                    });
-                }
+            let children = manifest
+                .manifests
+                .iter()
+                .map(|c| {
+                    let digest = &c.digest;
+                    async move { Ok((digest, self.revision_exists(repo, digest).await?)) }.boxed()
+                })
+                .collect();
+            let missing = match first_missing(blobs).await? {
+                Some(digest) => Some(digest),
+                None => first_missing(children).await?,
+            };
+            if let Some(digest) = missing {
+                return Err(Error::ManifestBlobUnknown {
+                    digest: digest.clone(),
+                });
             }
 
             let guard = self.lock_manifests_shared(repo).await;

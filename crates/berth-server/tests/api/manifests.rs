@@ -249,6 +249,49 @@ async fn manifest_referencing_an_unknown_blob_is_manifest_blob_unknown() {
         .assert_error(404, "MANIFEST_UNKNOWN");
 }
 
+/// The references are checked many at a time, yet the refusal names the first missing one
+/// in the manifest's order, as checking one after another did: here the 21st of 40 layers,
+/// not the 31st, which is missing too.
+#[tokio::test]
+async fn the_first_missing_layer_in_order_is_the_one_named() {
+    let s = TestServer::start(Options::default()).await;
+    let config = to_body(&json!({ "os": "linux" }));
+    s.push_blob("a", &config).await;
+    let mut layers = Vec::new();
+    for i in 0..40u8 {
+        let layer = content(100 + i, 64);
+        if i != 20 && i != 30 {
+            s.push_blob("a", &layer).await;
+        }
+        layers.push(layer);
+    }
+    let body = to_body(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": layers.iter().map(|l| descriptor(OCI_LAYER, l)).collect::<Vec<_>>(),
+    }));
+    let r = s
+        .put_manifest("a", "latest", Some(OCI_MANIFEST), &body)
+        .await;
+    r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(
+        r.json()["errors"][0]["detail"]["digest"],
+        sha256(&layers[20]),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // With the 21st pushed, the 31st is the one named.
+    s.push_blob("a", &layers[20]).await;
+    let r = s
+        .put_manifest("a", "latest", Some(OCI_MANIFEST), &body)
+        .await;
+    assert_eq!(
+        r.json()["errors"][0]["detail"]["digest"],
+        sha256(&layers[30])
+    );
+}
+
 /// An index naming a manifest the repository lacks: the OCI spec says a manifest rejected
 /// for a missing reference "MUST result in one or more MANIFEST_BLOB_UNKNOWN errors", and
 /// Distribution (manifestlisthandler.go) does exactly that, with 400.
