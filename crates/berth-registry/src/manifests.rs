@@ -55,7 +55,8 @@ type ReferenceCheck<'a> = futures_util::future::BoxFuture<'a, Result<(&'a Digest
 
 /// The first digest, in the order given, whose check answers false. Checks run
 /// [`REFERENCE_CHECKS`] at a time; those still running when a missing one is found are
-/// dropped, which is safe as they only read.
+/// dropped. That is safe: they only read, and the one thing they write, a link cache entry,
+/// is inserted without an await in between, so a dropped check leaves it whole or absent.
 async fn first_missing(checks: Vec<ReferenceCheck<'_>>) -> Result<Option<&Digest>> {
     let mut results = futures_util::stream::iter(checks).buffered(REFERENCE_CHECKS);
     while let Some(result) = results.next().await {
@@ -117,8 +118,6 @@ impl Registry {
                         .boxed()
                 })
                 .collect();
-            // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
-            // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
             let children = manifest
                 .manifests
                 .iter()
@@ -131,6 +130,8 @@ impl Registry {
                 Some(digest) => Some(digest),
                 None => first_missing(children).await?,
             };
+            // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
+            // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).
             if let Some(digest) = missing {
                 return Err(Error::ManifestBlobUnknown {
                     digest: digest.clone(),
@@ -358,5 +359,62 @@ impl Registry {
                 deleted
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    fn digests() -> [Digest; 3] {
+        [b"a", b"b", b"c"].map(|d| Digest::sha256_of(d))
+    }
+
+    /// Checks finish out of order, yet the first missing one in the given order is named:
+    /// the first check answers only after the second has answered "missing" too.
+    #[tokio::test]
+    async fn first_missing_is_first_in_order_not_first_to_finish() {
+        let [a, b, c] = digests();
+        let (tx, rx) = oneshot::channel::<()>();
+        let checks: Vec<ReferenceCheck<'_>> = vec![
+            async {
+                rx.await.expect("the second check signals");
+                Ok((&a, false))
+            }
+            .boxed(),
+            async {
+                tx.send(()).expect("the first check waits");
+                Ok((&b, false))
+            }
+            .boxed(),
+            async { Ok((&c, true)) }.boxed(),
+        ];
+        assert_eq!(first_missing(checks).await.unwrap(), Some(&a));
+    }
+
+    /// A storage error before the first missing reference is the answer, and one after it
+    /// is not, as when the references were checked one after another.
+    #[tokio::test]
+    async fn errors_and_missing_references_keep_their_order() {
+        let [a, b, c] = digests();
+        let failing = || Error::UploadInvalid("storage failed".into());
+        let checks: Vec<ReferenceCheck<'_>> = vec![
+            async { Ok((&a, true)) }.boxed(),
+            async { Err(failing()) }.boxed(),
+            async { Ok((&c, false)) }.boxed(),
+        ];
+        assert!(first_missing(checks).await.is_err());
+        let checks: Vec<ReferenceCheck<'_>> = vec![
+            async { Ok((&a, true)) }.boxed(),
+            async { Ok((&b, false)) }.boxed(),
+            async { Err(failing()) }.boxed(),
+        ];
+        assert_eq!(first_missing(checks).await.unwrap(), Some(&b));
+        let all_there: Vec<ReferenceCheck<'_>> = vec![
+            async { Ok((&a, true)) }.boxed(),
+            async { Ok((&b, true)) }.boxed(),
+        ];
+        assert_eq!(first_missing(all_there).await.unwrap(), None);
     }
 }
