@@ -93,7 +93,8 @@ trap cleanup EXIT
 
 # Lets the writes of whatever ran before (the build, the other registry) reach the disk, in
 # this VM and below it: a virtual disk's host may keep flushing after the guest's sync
-# returns. Pushes timed back to back varied by up to 2x here; with the pause, much less.
+# returns. Pushes timed back to back varied by up to 2x here; the pause helps, but after a
+# few GiB the host may throttle the disk for longer than any pause (see the README).
 settle() {
     sync
     sleep "${BENCH_SETTLE_SECS:-20}"

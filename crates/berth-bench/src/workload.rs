@@ -92,7 +92,8 @@ async fn push_image_blobs(
 
 /// Waits before a timed push, so the writes of the one before have reached the disk below
 /// this machine too: on a VM the host may go on flushing after the guest's fsync returned.
-/// Pushes timed back to back varied by up to 2x on our VM; with the pause, much less.
+/// Pushes timed back to back varied by up to 2x on our VM; the pause helps, but after a few
+/// GiB the host may throttle the disk for longer than any pause here (see the README).
 async fn settle(w: &Workload) {
     tokio::time::sleep(Duration::from_secs_f64(w.push_pause_secs)).await;
 }
