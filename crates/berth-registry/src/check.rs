@@ -6,7 +6,8 @@
 //! blobs or children, unreadable link files, orphaned upload sessions, temporary files of
 //! interrupted writes, and what an interrupted garbage collection left in quarantine. With
 //! `repair` it removes or fixes only what is safe: nothing a client could still fetch, and
-//! nothing younger than the grace period (it may be a write in flight). Tags and revisions
+//! nothing younger than the grace period (it may be a write in flight, so such leftovers are
+//! not reported at all). Tags and revisions
 //! that name missing content are reported, never removed: that is the operator's decision.
 
 use std::collections::{HashMap, HashSet};
@@ -331,20 +332,14 @@ impl Registry {
                 );
             }
         }
-        let temporaries = self
-            .driver()
-            .temporaries(&layout::v2_root())
-            .await
-            .or_else(|e| {
-                if e.is_not_found() {
-                    Ok(Vec::new())
-                } else {
-                    Err(e)
-                }
-            })?;
-        for tmp in temporaries {
-            let repaired =
-                options.repair && old(&tmp) && self.driver().delete(&tmp.path).await.is_ok();
+        for tmp in self.temporaries().await? {
+            // A younger one may be a write still in flight, here or in another replica (a
+            // collection pass writing its marker when berth was stopped, say): not a problem
+            // until it outlives the grace period.
+            if !old(&tmp) {
+                continue;
+            }
+            let repaired = options.repair && self.driver().delete(&tmp.path).await.is_ok();
             report.add(
                 "temporary-file",
                 &tmp.path,

@@ -519,8 +519,8 @@ impl Registry {
         Ok(edges)
     }
 
-    /// Temporary files of interrupted writes anywhere in the tree.
-    async fn temporaries(&self) -> Result<Vec<FileInfo>> {
+    /// Temporary files of interrupted writes anywhere under the root, of any age.
+    pub(crate) async fn temporaries(&self) -> Result<Vec<FileInfo>> {
         match self.driver().temporaries(&layout::v2_root()).await {
             Ok(t) => Ok(t),
             Err(e) if e.is_not_found() => Ok(Vec::new()),

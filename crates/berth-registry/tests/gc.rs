@@ -279,3 +279,38 @@ async fn expired_pins_are_removed_without_a_collection() {
         reg.get_manifest(&repo, &reference).await.unwrap();
     }
 }
+
+/// A temporary file younger than the grace period may be a write still in flight (a
+/// collection pass's marker when berth was stopped mid-write, or another replica's put):
+/// `check` leaves it unreported; once older, it is reported, and `--repair` removes it.
+#[tokio::test]
+async fn check_reports_temporaries_only_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    blob(&reg, &repo, "a layer").await;
+    let tmp = dir
+        .path()
+        .join("docker/registry/v2/_berth/gc/run/.started.tmp-0123456789abcdef");
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, b"").unwrap();
+    let options = |repair| berth_registry::CheckOptions {
+        repair,
+        grace_period: Duration::from_secs(3600),
+        upload_age: Duration::from_secs(7 * 24 * 3600),
+    };
+    let kinds = |r: &berth_registry::CheckReport| -> Vec<&str> {
+        r.problems.iter().map(|p| p.kind).collect()
+    };
+
+    let young = reg.check(&options(false)).await.unwrap();
+    assert!(young.problems.is_empty(), "{:?}", kinds(&young));
+
+    age_everything(dir.path());
+    let old = reg.check(&options(false)).await.unwrap();
+    assert_eq!(kinds(&old), ["temporary-file"]);
+    assert!(tmp.exists(), "check without --repair removed it");
+    let repaired = reg.check(&options(true)).await.unwrap();
+    assert!(repaired.problems.iter().all(|p| p.repaired));
+    assert!(!tmp.exists(), "--repair left it");
+}
