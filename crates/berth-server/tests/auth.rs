@@ -518,7 +518,7 @@ async fn without_a_policy_every_user_may_do_everything_and_anonymous_nothing() {
 }
 
 #[tokio::test]
-async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client_only() {
+async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client_and_name_only() {
     let dir = tempfile::tempdir().unwrap();
     let driver = berth_storage::FsDriver::new(dir.path().join("storage")).unwrap();
     let registry = berth_registry::Registry::new(Arc::new(driver), Options::default());
@@ -558,14 +558,27 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
     assert!(r.text().await.unwrap().contains("UNAUTHORIZED"));
     // Unknown users fail the same way.
     assert_eq!(get(c.clone(), "ghost", "x").await.status(), 401);
-    for _ in 0..8 {
+    for _ in 0..9 {
         assert_eq!(get(c.clone(), "admin", "guess").await.status(), 401);
     }
-    // Ten failures: now even the right password is refused from this address.
+    // Ten failures for admin: now even the right password is refused for admin from this
+    // address, for as long as the window has left.
     let r = get(c.clone(), "admin", "admin-pw").await;
     assert_eq!(r.status(), 429);
-    assert!(r.headers().get("retry-after").is_some());
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((55..=60).contains(&retry), "Retry-After: {retry}");
     assert!(r.text().await.unwrap().contains("TOOMANYREQUESTS"));
+    // An unknown name is locked out the same way, so a 429 tells no names apart.
+    for _ in 0..9 {
+        assert_eq!(get(c.clone(), "ghost", "x").await.status(), 401);
+    }
+    assert_eq!(get(c.clone(), "ghost", "x").await.status(), 429);
+    // Other users at this address are not locked out by admin's failures.
+    assert_eq!(get(c.clone(), "puller", "puller-pw").await.status(), 200);
     // Another client address is not affected.
     let other = reqwest::Client::builder()
         .no_proxy()

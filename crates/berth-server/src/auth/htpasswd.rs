@@ -6,7 +6,8 @@
 //! parses keeps the previous users and logs a warning, rather than locking everyone out.
 //!
 //! Timing: bcrypt verification compares in constant time; an unknown user is verified against a
-//! dummy hash of the same cost, so a response takes as long whether the user exists or not.
+//! dummy hash as costly as the costliest entry, so an unknown name never answers faster than
+//! a known one (entries of lower cost answer faster than both: that is the file's choice).
 //! Docker sends the password with every request, so a successful check is remembered for
 //! [`CACHE_TTL`] under a keyed SHA-256 of user and password (the key is random per process,
 //! the cache is dropped when the file changes), instead of paying bcrypt each time.
@@ -81,13 +82,13 @@ fn parse(text: &str) -> Result<HashMap<String, String>, String> {
     Ok(users)
 }
 
-/// The cost of the first entry, so the dummy hash costs as much as a real one.
+/// The cost of the costliest entry, so checking the dummy hash takes as long as the slowest
+/// real one: timing then tells an unknown name from none of the known ones that cost most.
 fn cost_of(users: &HashMap<String, String>) -> u32 {
     users
         .values()
-        .next()
-        .and_then(|h| h.get(4..6))
-        .and_then(|c| c.parse().ok())
+        .filter_map(|h| h.get(4..6)?.parse().ok())
+        .max()
         .unwrap_or(bcrypt::DEFAULT_COST)
         .clamp(4, 31)
 }
@@ -182,16 +183,23 @@ impl Htpasswd {
         h.finalize().into()
     }
 
+    /// Whether `password` was verified as `user`'s within [`CACHE_TTL`]: cheap, unlike
+    /// [`Htpasswd::verify`]. False says nothing (it may just not be remembered).
+    pub fn remembered(&self, user: &str, password: &str) -> bool {
+        self.maybe_reload();
+        let key = self.cache_key(self.users().generation, user, password);
+        self.verified
+            .lock()
+            .is_ok_and(|v| v.get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL))
+    }
+
     /// Whether `password` is `user`'s. Blocking (bcrypt): call from a blocking thread.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        self.maybe_reload();
-        let users = self.users();
-        let key = self.cache_key(users.generation, user, password);
-        if let Ok(v) = self.verified.lock()
-            && v.get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL)
-        {
+        if self.remembered(user, password) {
             return true;
         }
+        let users = self.users();
+        let key = self.cache_key(users.generation, user, password);
         let (hash, known) = match users.hashes.get(user) {
             Some(h) => (h.as_str(), true),
             None => (users.dummy.as_str(), false),
@@ -245,6 +253,13 @@ mod tests {
         *h.last_check.lock().unwrap() = Instant::now() - RECHECK;
         assert!(h.verify("bob", "pw"));
         assert!(!h.has_user("carol"));
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_as_much_as_the_costliest_entry() {
+        let users = parse("cheap:$2y$04$x\ncostly:$2y$12$y\nmid:$2b$08$z\n").unwrap();
+        assert_eq!(cost_of(&users), 12);
+        assert_eq!(cost_of(&HashMap::new()), bcrypt::DEFAULT_COST);
     }
 
     #[test]

@@ -16,21 +16,21 @@
 //!   issuing tokens whose `access` is the policy's answer for the scopes asked; challenges
 //!   then point there, and those tokens are checked with the policy's semantics (push
 //!   alone needs no pull). Basic credentials keep working.
-//! - Failed passwords are counted per client IP; after [`MAX_FAILURES`] within
-//!   [`FAILURE_WINDOW`] that client's credentialed requests are refused with 429
-//!   `TOOMANYREQUESTS` until the window has passed.
+//! - Failed passwords are counted before they are checked, per client address and user name
+//!   and per address ([`limiter`]); over the limit, the client's guesses for that name are
+//!   refused with 429 `TOOMANYREQUESTS` and a `Retry-After` of the time left.
 //! - Unauthenticated callers get 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge;
 //!   htpasswd users without the right get 403 `DENIED`, token holders 401 with
 //!   `error="insufficient_scope"` (what token clients expect).
 
 pub mod htpasswd;
+pub mod limiter;
 pub mod policy;
 pub mod token;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::Response;
 use base64::Engine as _;
@@ -41,15 +41,11 @@ use crate::endpoint::Endpoint;
 use crate::error;
 
 pub use htpasswd::Htpasswd;
+pub use limiter::{FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS};
 pub use policy::{Policy, PolicyConfig, RuleConfig};
 pub use token::{
     Grant, ResourceActions, TokenIssuer, TokenOptions, TokenServerOptions, TokenVerifier,
 };
-
-/// Failed logins allowed from one client IP within [`FAILURE_WINDOW`].
-pub const MAX_FAILURES: u32 = 10;
-/// The window failures are counted in, and how long a client is then refused.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// An action on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,7 +155,7 @@ pub struct Auth {
     policy: Option<Policy>,
     /// berth's own token server (`auth.tokenserver`), with htpasswd only.
     issuer: Option<TokenIssuer>,
-    failures: Mutex<HashMap<Option<IpAddr>, Failures>>,
+    limiter: limiter::Limiter,
 }
 
 enum Method_ {
@@ -180,12 +176,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    since: Instant,
-    count: u32,
-}
-
 impl Auth {
     /// htpasswd authentication, with an optional policy (else every user may do everything).
     pub fn htpasswd(realm: String, file: Htpasswd, policy: Option<Policy>) -> Auth {
@@ -196,7 +186,7 @@ impl Auth {
             },
             policy,
             issuer: None,
-            failures: Mutex::new(HashMap::new()),
+            limiter: limiter::Limiter::default(),
         }
     }
 
@@ -214,7 +204,7 @@ impl Auth {
             method: Method_::Token(verifier),
             policy: None,
             issuer: None,
-            failures: Mutex::new(HashMap::new()),
+            limiter: limiter::Limiter::default(),
         }
     }
 
@@ -318,9 +308,9 @@ impl Auth {
                 }
                 self.basic_login(file, value, peer)
                     .await
-                    .map_err(|message| match message {
-                        TOO_MANY => too_many(),
-                        message => self.challenge(need, message, None),
+                    .map_err(|refusal| match refusal {
+                        Refusal::TooMany(left) => too_many(left),
+                        Refusal::Wrong(message) => self.challenge(need, message, None),
                     })
             }
             Method_::Token(verifier) => {
@@ -341,37 +331,42 @@ impl Auth {
         }
     }
 
-    /// Checks Basic credentials against the htpasswd file, counting failures per client:
-    /// the caller, or why not (the 429 is sent as is).
+    /// Checks Basic credentials against the htpasswd file, counting the guess before it is
+    /// checked ([`limiter`]): the caller, or why not.
     async fn basic_login(
         &self,
         file: &Arc<Htpasswd>,
         value: &HeaderValue,
         peer: Option<IpAddr>,
-    ) -> Result<Caller, &'static str> {
-        if self.blocked(peer) {
-            return Err(TOO_MANY);
-        }
+    ) -> Result<Caller, Refusal> {
         let Some((user, password)) = basic_credentials(value) else {
-            self.failed(peer);
-            return Err("invalid authorization header");
+            let _failure = self.limiter.attempt(peer, None).map_err(Refusal::TooMany)?;
+            return Err(Refusal::Wrong("invalid authorization header"));
         };
         // containers/image (skopeo, podman) answers a Basic challenge without
         // credentials with an empty user and password: that is anonymous.
         if user.is_empty() && password.is_empty() {
             return Ok(Caller::Anonymous);
         }
-        let file = file.clone();
-        let (u, p) = (user.clone(), password);
-        let ok = tokio::task::spawn_blocking(move || file.verify(&u, &p))
-            .await
-            .unwrap_or(false);
+        let attempt = self
+            .limiter
+            .attempt(peer, Some(&user))
+            .map_err(Refusal::TooMany)?;
+        let ok = if file.remembered(&user, &password) {
+            true
+        } else {
+            let _permit = self.limiter.checking().await;
+            let (file, u) = (file.clone(), user.clone());
+            tokio::task::spawn_blocking(move || file.verify(&u, &password))
+                .await
+                .unwrap_or(false)
+        };
         if ok {
+            attempt.succeeded();
             Ok(Caller::User(user))
         } else {
-            self.failed(peer);
             tracing::info!(user = %user, peer = ?peer, "authentication failed");
-            Err("invalid username or password")
+            Err(Refusal::Wrong("invalid username or password"))
         }
     }
 
@@ -394,8 +389,8 @@ impl Auth {
             None => Caller::Anonymous,
             Some(value) => match self.basic_login(file, value, peer).await {
                 Ok(c) => c,
-                Err(TOO_MANY) => return Some(too_many()),
-                Err(message) => {
+                Err(Refusal::TooMany(left)) => return Some(too_many(left)),
+                Err(Refusal::Wrong(message)) => {
                     let mut r = error::body(ErrorCode::Unauthorized, message, None);
                     set_challenge(&mut r, format!("Basic realm={}", quote(realm)));
                     return Some(r);
@@ -470,39 +465,6 @@ impl Auth {
         Some(r)
     }
 
-    fn blocked(&self, peer: Option<IpAddr>) -> bool {
-        let Ok(map) = self.failures.lock() else {
-            return false;
-        };
-        map.get(&peer)
-            .is_some_and(|f| f.count >= MAX_FAILURES && f.since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, peer: Option<IpAddr>) {
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        if map.len() > 100_000 {
-            map.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
-        }
-        let f = map.entry(peer).or_insert(Failures {
-            since: Instant::now(),
-            count: 0,
-        });
-        if f.since.elapsed() >= FAILURE_WINDOW {
-            *f = Failures {
-                since: Instant::now(),
-                count: 0,
-            };
-        }
-        f.count += 1;
-        if f.count == MAX_FAILURES {
-            tracing::warn!(peer = ?peer, "too many failed logins; refusing this client for a while");
-            // The refusal lasts a full window from the last failure.
-            f.since = Instant::now();
-        }
-    }
-
     /// A 401 with the challenge for this auth method (and, for tokens, the scope needed).
     fn challenge(&self, need: &Need<'_>, message: &str, token_error: Option<&str>) -> Response {
         let mut r = error::body(ErrorCode::Unauthorized, message, Some(detail(need)));
@@ -551,8 +513,13 @@ fn denied(need: &Need<'_>) -> Response {
     )
 }
 
-/// The refusal [`Auth::basic_login`] reports when the client is locked out.
-const TOO_MANY: &str = "too many failed authentication attempts; try again later";
+/// Why [`Auth::basic_login`] refused.
+enum Refusal {
+    /// Too many failed guesses: try again after this long.
+    TooMany(Duration),
+    /// Wrong or malformed credentials: a 401 with this message.
+    Wrong(&'static str),
+}
 
 /// The token of a `Bearer` authorization header.
 fn bearer(value: &HeaderValue) -> Option<&str> {
@@ -564,15 +531,16 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
         .map(|(_, t)| t.trim())
 }
 
-fn too_many() -> Response {
+fn too_many(left: Duration) -> Response {
     let mut r = error::body(
         ErrorCode::TooManyRequests,
         "too many failed authentication attempts; try again later",
         None,
     );
-    if let Ok(v) = HeaderValue::from_str(&FAILURE_WINDOW.as_secs().to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(limiter::retry_after_secs(left)),
+    );
     r
 }
 
