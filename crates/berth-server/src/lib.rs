@@ -10,6 +10,7 @@
 pub mod auth;
 mod blobs;
 mod body;
+pub mod connections;
 pub mod endpoint;
 mod error;
 mod listing;
@@ -30,8 +31,9 @@ use berth_registry::{Error, Registry};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 pub use auth::Auth;
+pub use connections::Limits;
 pub use error::ApiError;
-pub use serve::{serve, serve_tls};
+pub use serve::{ServeOptions, serve, serve_with};
 
 /// HTTP settings from the `http` section of the configuration.
 #[derive(Debug, Clone)]

@@ -94,12 +94,15 @@ async fn server(ca: &Ca, client_cas: &[&Ca], minimum: MinimumTls) -> Server {
     let registry = Registry::new(Arc::new(driver), Options::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(berth_server::serve_tls(
+    let task = tokio::spawn(berth_server::serve_with(
         listener,
         berth_server::app(registry, HttpOptions::default()),
-        Some(acceptor),
         std::future::pending(),
-        Duration::from_secs(1),
+        berth_server::ServeOptions {
+            tls: Some(acceptor),
+            drain: Duration::from_secs(1),
+            ..berth_server::ServeOptions::default()
+        },
     ));
     Server { port, dir, task }
 }

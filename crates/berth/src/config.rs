@@ -310,6 +310,17 @@ pub struct Http {
     /// berth's own: how long an upload body may send nothing before it is cut off.
     #[serde(deserialize_with = "go_duration")]
     pub bodyidletimeout: Duration,
+    /// berth's own: how long a new connection may take to send its first request head.
+    #[serde(deserialize_with = "go_duration")]
+    pub headertimeout: Duration,
+    /// berth's own: how long a kept-alive connection may wait for its next request.
+    #[serde(deserialize_with = "go_duration")]
+    pub idletimeout: Duration,
+    /// berth's own: how long a TLS handshake may take.
+    #[serde(deserialize_with = "go_duration")]
+    pub handshaketimeout: Duration,
+    /// berth's own: open connections at most (0: half the file-handle limit, at most 16,384).
+    pub maxconnections: usize,
 }
 
 impl Default for Http {
@@ -324,6 +335,10 @@ impl Default for Http {
             tls: None,
             draintimeout: Duration::from_secs(30),
             bodyidletimeout: Duration::from_secs(60),
+            headertimeout: Duration::from_secs(30),
+            idletimeout: Duration::from_secs(60),
+            handshaketimeout: Duration::from_secs(10),
+            maxconnections: 0,
         }
     }
 }

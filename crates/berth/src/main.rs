@@ -3,6 +3,7 @@
 //! that reads the environment.
 
 mod config;
+mod logging;
 
 /// jemalloc rather than glibc's malloc. Request bodies arrive as chunks of about 128 KiB
 /// that live until their S3 part or disk write is done; glibc serves these from per-thread
@@ -17,7 +18,6 @@ mod config;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -165,7 +165,7 @@ fn load_config(config_path: Option<PathBuf>) -> Result<config::Config, ExitCode>
         }
     };
     let config = loaded.config;
-    if let Err(e) = init_logging(&config.log) {
+    if let Err(e) = logging::init(&config.log) {
         eprintln!("berth: {e}");
         return Err(ExitCode::from(2));
     }
@@ -264,49 +264,6 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn init_logging(log: &config::Log) -> Result<(), String> {
-    let level = match log.level.as_deref().unwrap_or("info") {
-        "panic" | "fatal" | "error" => "error",
-        "warn" | "warning" => "warn",
-        "info" => "info",
-        "debug" => "debug",
-        "trace" => "trace",
-        other => {
-            return Err(format!(
-                "log.level {other:?} is not one of error, warn, info, debug"
-            ));
-        }
-    };
-    // RUST_LOG refines per module when set; log.level is the default.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // rustls logs every handshake at debug, the AWS SDK every step of every S3 request:
-        // keep them at info unless RUST_LOG says.
-        let filter = if matches!(level, "debug" | "trace") {
-            format!(
-                "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
-                 aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
-            )
-        } else {
-            level.to_owned()
-        };
-        tracing_subscriber::EnvFilter::new(filter)
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match log.formatter.as_deref().unwrap_or("text") {
-        "text" => builder.init(),
-        "json" | "logstash" => builder.json().flatten_event(true).init(),
-        other => {
-            return Err(format!(
-                "log.formatter {other:?} is not one of text, json, logstash"
-            ));
-        }
-    }
-    Ok(())
-}
-
 async fn run(
     config: config::Config,
     auth: Option<Arc<berth_server::Auth>>,
@@ -365,6 +322,8 @@ async fn run(
         tokio::spawn(async move { pin_expiry_loop(registry, grace).await });
     }
 
+    let limits = connection_limits(&config.http);
+    let shutdown = shutdown_signal();
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -376,18 +335,68 @@ async fn run(
         delete = config.storage.delete.enabled,
         readonly = config.storage.maintenance.readonly.enabled,
         tls = tls.is_some(),
+        max_connections = limits.max_connections,
         version = env!("CARGO_PKG_VERSION"),
         "berth listening"
     );
-    berth_server::serve_tls(
+    berth_server::serve_with(
         listener,
         berth_server::app(registry, http),
-        tls,
-        shutdown_signal(),
-        config.http.draintimeout,
+        shutdown,
+        berth_server::ServeOptions {
+            tls,
+            drain: config.http.draintimeout,
+            limits,
+        },
     )
     .await;
     Ok(())
+}
+
+/// The connection limits of the `http` section. Timeouts under a second are raised to one (a
+/// zero would close every connection at once).
+fn connection_limits(http: &config::Http) -> berth_server::Limits {
+    let at_least_1s = |d: std::time::Duration| d.max(std::time::Duration::from_secs(1));
+    let soft_limit = raise_file_limit();
+    let max_connections = match http.maxconnections {
+        0 => berth_server::connections::default_max_connections(),
+        n => {
+            if soft_limit.is_some_and(|soft| n as u64 > soft / 2) {
+                tracing::warn!(
+                    maxconnections = n,
+                    file_limit = soft_limit,
+                    "http.maxconnections is more than half the open-file limit: connections \
+                     may take the handles storage needs"
+                );
+            }
+            n
+        }
+    };
+    berth_server::Limits {
+        header_timeout: at_least_1s(http.headertimeout),
+        idle_timeout: at_least_1s(http.idletimeout),
+        handshake_timeout: at_least_1s(http.handshaketimeout),
+        max_connections,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go programs (Distribution among them)
+/// do at start: the soft default of 1,024 is a relic of `select()`, which berth does not use.
+/// Returns the soft limit now in force.
+fn raise_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.current = limit.maximum,
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    limit.current
 }
 
 /// The storage driver the config names (filesystem unless `storage.s3` is given), and a
@@ -554,24 +563,37 @@ async fn gc_loop(
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives between binding the listener and the
+/// accept loop's first poll must stop berth gracefully, not kill it by the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let (term, int) = signals;
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

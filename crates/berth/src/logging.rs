@@ -1,0 +1,211 @@
+//! Logging: Distribution's `log` section on tracing-subscriber, with one rule every line
+//! keeps: nothing a client sent can forge a line or reach an operator's terminal raw.
+//!
+//! User names, header values and error messages carry client bytes into fields, and a field
+//! holding a newline would start a line of the client's making, an escape sequence would be
+//! obeyed by the terminal showing the log. The JSON format escapes such characters already
+//! (serde_json); the text format runs every field, the message included, through [`escape`].
+//! Doing it in the formatter rather than at each call site means no call site can forget.
+
+use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
+
+use crate::config;
+
+/// Starts logging as `log` says: `level` (refined by `RUST_LOG`), `formatter` text or json.
+pub fn init(log: &config::Log) -> Result<(), String> {
+    let level = match log.level.as_deref().unwrap_or("info") {
+        "panic" | "fatal" | "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        other => {
+            return Err(format!(
+                "log.level {other:?} is not one of error, warn, info, debug"
+            ));
+        }
+    };
+    // RUST_LOG refines per module when set; log.level is the default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // rustls logs every handshake at debug, the AWS SDK every step of every S3 request:
+        // keep them at info unless RUST_LOG says.
+        let filter = if matches!(level, "debug" | "trace") {
+            format!(
+                "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+                 aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
+            )
+        } else {
+            level.to_owned()
+        };
+        tracing_subscriber::EnvFilter::new(filter)
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match log.formatter.as_deref().unwrap_or("text") {
+        "text" => builder.fmt_fields(EscapedFields).init(),
+        "json" | "logstash" => builder.json().flatten_event(true).init(),
+        other => {
+            return Err(format!(
+                "log.formatter {other:?} is not one of text, json, logstash"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// tracing-subscriber's text field format (`message key=value ...`, values as their `Debug`
+/// shows them), with [`escape`] applied to every value.
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+            scratch: String::new(),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+    scratch: String,
+}
+
+impl Visit for EscapingVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        self.scratch.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(self.scratch, "{value:?}");
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let name = field.name();
+        // `r#type` and the like are logged without the raw-identifier prefix.
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{}", Escaped(&self.scratch))
+        } else {
+            write!(self.writer, "{separator}{name}={}", Escaped(&self.scratch))
+        };
+    }
+}
+
+/// Text with every control character (C0, DEL, C1), line or paragraph separator and
+/// bidirectional override written as an escape (`\n`, `\u{1b}`), so it can neither end a log
+/// line nor drive a terminal.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(needs_escape) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// [`Escaped`], as a `String`.
+#[cfg(test)]
+fn escape(s: &str) -> String {
+    Escaped(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_and_line_breaks_are_escaped() {
+        assert_eq!(escape("alice"), "alice");
+        assert_eq!(
+            escape("evil\n2026 INFO fake\u{1b}[31m\r\t\u{7f}\u{85}"),
+            "evil\\n2026 INFO fake\\u{1b}[31m\\r\\t\\u{7f}\\u{85}"
+        );
+        assert_eq!(escape("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
+        assert_eq!(escape("ünïcode ✓"), "ünïcode ✓");
+    }
+
+    #[test]
+    fn every_field_of_a_text_line_is_escaped() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::ErrorKind::Other)?
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(EscapedFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let user = "evil\nFAKE line\u{1b}[2J";
+            tracing::info!(user = %user, debug = ?user, count = 3, "failed for {user}");
+        });
+        let bytes = buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let text = String::from_utf8(bytes).unwrap_or_default();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(
+            !text
+                .trim_end_matches('\n')
+                .contains(|c: char| c.is_control()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                "failed for evil\\nFAKE line\\u{1b}[2J user=evil\\nFAKE line\\u{1b}[2J \
+                 debug=\"evil\\nFAKE line\\u{1b}[2J\" count=3"
+            ),
+            "{text:?}"
+        );
+    }
+}
