@@ -50,6 +50,8 @@ pub struct HttpOptions {
     pub body_idle_timeout: Duration,
     /// `auth`: access control; `None` serves everyone everything.
     pub auth: Option<Arc<auth::Auth>>,
+    /// `http.trustedproxies` (berth's own): peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpOptions {
@@ -61,6 +63,7 @@ impl Default for HttpOptions {
             catalog_max_entries: listing::DEFAULT_CATALOG_MAX_ENTRIES,
             body_idle_timeout: Duration::from_secs(60),
             auth: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -99,7 +102,7 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
             &endpoint,
             request.method(),
             request.headers(),
-            peer(&request),
+            client_address(&request, &state.http.trusted_proxies),
         )
         .await
         {
@@ -112,9 +115,13 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         None if path == "/token" => match &state.http.auth {
             Some(auth) => {
                 let query = request.uri().query().unwrap_or("");
-                auth.token_endpoint(request.headers(), peer(&request), query)
-                    .await
-                    .unwrap_or_else(error::not_found)
+                auth.token_endpoint(
+                    request.headers(),
+                    client_address(&request, &state.http.trusted_proxies),
+                    query,
+                )
+                .await
+                .unwrap_or_else(error::not_found)
             }
             None => error::not_found(),
         },
@@ -152,12 +159,39 @@ async fn authorize(
     auth.authorize(headers, peer, &need).await.map(Some)
 }
 
-/// The client's address, as the accept loop recorded it.
-fn peer(request: &Request) -> Option<std::net::IpAddr> {
-    request
+/// The client's address, for the failed-login limits: the peer the accept loop recorded, or,
+/// when that peer is a trusted proxy, the address `X-Forwarded-For` gives, read from the right
+/// (each proxy appends the address it saw) up to the first hop that is not itself trusted. No
+/// one else's `X-Forwarded-For` is believed: a client could name any address in it.
+fn client_address(request: &Request, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())?;
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    let hops = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        // An entry that does not parse was written by whoever the last trusted hop heard
+        // from: stop at that hop rather than guess.
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        let ip = ip.to_canonical();
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 async fn handle(
@@ -321,5 +355,53 @@ fn empty(status: StatusCode) -> Response {
 fn set(r: &mut Response, name: impl header::IntoHeaderName, value: impl AsRef<str>) {
     if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
         r.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))];
+        let address = |peer: &str, forwarded: &[&str]| {
+            let mut request = Request::new(Body::empty());
+            let peer: std::net::SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            for f in forwarded {
+                request.headers_mut().append(
+                    "x-forwarded-for",
+                    HeaderValue::from_str(f).unwrap_or_else(|e| panic!("{e}")),
+                );
+            }
+            client_address(&request, &trusted).map(|ip| ip.to_string())
+        };
+        let some = |s: &str| Some(s.to_owned());
+        // Not from a trusted proxy: whatever it claims, the peer is the client.
+        assert_eq!(
+            address("203.0.113.9:1", &["198.51.100.1"]),
+            some("203.0.113.9")
+        );
+        // From a trusted proxy: the rightmost hop it did not add itself.
+        assert_eq!(
+            address("10.0.0.2:1", &["198.51.100.1"]),
+            some("198.51.100.1")
+        );
+        assert_eq!(
+            address("10.0.0.2:1", &["1.1.1.1, 198.51.100.1", "10.0.0.5"]),
+            some("198.51.100.1"),
+            "a client's own forged entry on the left is not believed"
+        );
+        assert_eq!(
+            address("[::ffff:10.0.0.2]:1", &["198.51.100.1"]),
+            some("198.51.100.1")
+        );
+        // Nothing, or garbage, from the proxy: the proxy itself.
+        assert_eq!(address("10.0.0.2:1", &[]), some("10.0.0.2"));
+        assert_eq!(address("10.0.0.2:1", &["1.1.1.1, bogus"]), some("10.0.0.2"));
     }
 }

@@ -321,6 +321,9 @@ pub struct Http {
     pub handshaketimeout: Duration,
     /// berth's own: open connections at most (0: half the file-handle limit, at most 16,384).
     pub maxconnections: usize,
+    /// berth's own: addresses or networks (`10.0.0.0/8`) of proxies whose `X-Forwarded-For`
+    /// is believed for the failed-login limits.
+    pub trustedproxies: Vec<String>,
 }
 
 impl Default for Http {
@@ -339,6 +342,7 @@ impl Default for Http {
             idletimeout: Duration::from_secs(60),
             handshaketimeout: Duration::from_secs(10),
             maxconnections: 0,
+            trustedproxies: Vec::new(),
         }
     }
 }

@@ -291,6 +291,7 @@ async fn run(
             .bodyidletimeout
             .max(std::time::Duration::from_secs(1)),
         auth,
+        trusted_proxies: trusted_proxies(&config.http.trustedproxies)?,
     };
 
     let purging = &config.storage.maintenance.uploadpurging;
@@ -351,6 +352,22 @@ async fn run(
     )
     .await;
     Ok(())
+}
+
+/// `http.trustedproxies`: networks, or single addresses.
+fn trusted_proxies(entries: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    entries
+        .iter()
+        .map(|e| {
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "http.trustedproxies: {e:?} is not an address or a network (10.0.0.0/8)"
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The connection limits of the `http` section. Timeouts under a second are raised to one (a
