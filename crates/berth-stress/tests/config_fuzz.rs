@@ -139,6 +139,11 @@ const SNIPPETS: &[&str] = &[
     "  inmemory: {}",
     "  draintimeout: 1h",
     "  bodyidletimeout: 0s",
+    "  headertimeout: 0s",
+    "  idletimeout: -1s",
+    "  maxconnections: 1",
+    "  maxconnections: -1",
+    "  trustedproxies: [10.0.0.0/8, \"::1\", bogus]",
     "  maxentries: -5",
     "  net: unix",
     "  headers:\n    Bad Name: [x]",
@@ -503,7 +508,13 @@ fn mutated_configs_never_crash_berth() {
 #[test]
 fn duration_sum_overflow_is_refused() {
     let bin = berth_bin(false);
-    for key in ["draintimeout", "bodyidletimeout"] {
+    for key in [
+        "draintimeout",
+        "bodyidletimeout",
+        "headertimeout",
+        "idletimeout",
+        "handshaketimeout",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @ROOT@\nhttp:\n  addr: @ADDR@\n  {key}: 18000000000000000000s18000000000000000000s\n"
