@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_stress::http::{Conn, Resp};
 use berth_stress::server::Berth;
@@ -217,9 +217,39 @@ fn sessions(b: &Berth, repo: &str) -> usize {
 async fn session_size(b: &Berth, location: &str) -> u64 {
     let r = get(b, location).await;
     assert_eq!(r.status, 204, "{}", r.describe());
+    range_size(&r)
+}
+
+/// The size an upload response's `Range` reports (see [`session_size`]).
+fn range_size(r: &Resp) -> u64 {
     let range = r.header("range").unwrap().to_owned();
     let end: u64 = range.strip_prefix("0-").unwrap().parse().unwrap();
     if end == 0 { 0 } else { end + 1 }
+}
+
+/// Where a session stands once every request appending to it has ended: a PATCH without body
+/// or `Content-Range` appends nothing, but it does so under the session's lock, which an
+/// append holds from before it reads the size until its bytes are committed
+/// (`Registry::append_chunk`), so its 202 comes after any append already holding the lock.
+async fn settled_size(b: &Berth, location: &str) -> u64 {
+    let mut c = Conn::connect(b.addr).await.unwrap();
+    let r = c.request("PATCH", location, &[], b"").await.unwrap();
+    assert_eq!(r.status, 202, "empty PATCH: {}", r.describe());
+    range_size(&r)
+}
+
+/// Polls `check` every 20 ms until it holds; false if it still does not after `limit`.
+async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn start_session(b: &Berth, repo: &str) -> String {
@@ -289,7 +319,12 @@ async fn lying_content_length_links_nothing() {
         );
         c.write(&head).await.unwrap();
         c.write(&data[..10]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Cut only once the handler has opened its session (it waits for the rest of the
+        // body meanwhile), so that no session below means it was removed, not yet made.
+        assert!(
+            eventually(Duration::from_secs(10), async || sessions(&b, "short") == 1).await,
+            "no session for the monolithic push after 10 s, its request still open"
+        );
     }
     // The same, half-closing so the answer can still be read.
     let answer = {
@@ -337,7 +372,12 @@ async fn lying_content_length_links_nothing() {
     assert_eq!(first.status, 400, "{}", first.describe());
     assert_eq!(first.error_code().as_deref(), Some("DIGEST_INVALID"));
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first cut connection's handler may still be running (the second's answered, or
+    // closed, after removing its session): a session is removed when its handler ends. One
+    // still there after 10 s leaked, and the assertion below says so.
+    for repo in ["short", "long"] {
+        eventually(Duration::from_secs(10), async || sessions(&b, repo) == 0).await;
+    }
     for repo in ["short", "long"] {
         for d in [&digest, &prefix_digest] {
             let r = head(&b, &format!("/v2/{repo}/blobs/{d}")).await;
@@ -379,10 +419,25 @@ async fn lying_content_length_leaves_sessions_consistent() {
         );
         c.write(&head).await.unwrap();
         c.write(&data[..10]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Cut only once the handler holds the 10 bytes: it appends what arrives as it arrives
+        // and holds the session's lock until its request ends, so from here on any other
+        // append to the session waits for it.
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                session_size(&b, &location).await == 10
+            })
+            .await,
+            "the 10 bytes sent were not in the session after 10 s, the PATCH still open"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let size = session_size(&b, &location).await;
+    // Queued behind the cut handler on the session's lock: its size is what that handler
+    // committed, and nothing changes the session after it.
+    let size = settled_size(&b, &location).await;
+    assert_eq!(
+        session_size(&b, &location).await,
+        size,
+        "GET disagrees with the empty PATCH just answered"
+    );
     eprintln!("PATCH cut after 10 of 1000 promised bytes: the session holds {size} bytes");
     assert!(size == 0 || size == 10, "the session claims {size} bytes");
     resume_and_finish(&b, &location, &data, size).await;

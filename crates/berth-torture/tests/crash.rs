@@ -599,11 +599,14 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(KILL_AFTER_MS))).await;
         killed.store(true, Ordering::SeqCst);
-        let kill_time = Instant::now();
         let log = berth.log_tail();
         berth
             .sigkill()
             .unwrap_or_else(|e| panic!("iteration {iteration}: {e}\nlog:\n{log}"));
+        // Only now, with the process reaped, has berth certainly written its last byte: a PUT
+        // cut off by this kill may have landed at any moment up to here, and one acknowledged
+        // meanwhile may have started after the flag was set.
+        let kill_time = Instant::now();
         figures.kills += 1;
         for c in clients {
             tokio::time::timeout(Duration::from_secs(60), c)
