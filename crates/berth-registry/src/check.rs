@@ -347,14 +347,25 @@ impl Registry {
                 repaired,
             );
         }
+        // What a collection set aside is judged by its run, as the collector itself judges
+        // it: a rename keeps the file's old modification time, so the file's own age would
+        // call a run in progress (here, or in another replica) interrupted.
+        let now_run = uuid::Uuid::new_v4();
+        let abandoned = self
+            .abandoned_runs(
+                &now_run,
+                now,
+                now.checked_sub(options.grace_period).unwrap_or(now),
+            )
+            .await?;
         for (f, e) in &classified {
-            let target = match e {
-                Entry::QuarantinedBlob(_, d) => layout::blob_data(d),
-                Entry::QuarantinedRevision(_, r, d) => layout::revision_link(r, d),
-                Entry::QuarantinedLayer(_, r, d) => layout::layer_link(r, d),
+            let (run, target) = match e {
+                Entry::QuarantinedBlob(run, d) => (run, layout::blob_data(d)),
+                Entry::QuarantinedRevision(run, r, d) => (run, layout::revision_link(r, d)),
+                Entry::QuarantinedLayer(run, r, d) => (run, layout::layer_link(r, d)),
                 _ => continue,
             };
-            if !old(f) {
+            if !abandoned.contains(run) {
                 continue;
             }
             // Putting back is always safe; the next collection decides again.

@@ -86,7 +86,7 @@ pub struct GcReport {
 }
 
 /// Which collection runs are alive.
-struct AbandonedRuns {
+pub(crate) struct AbandonedRuns {
     /// Runs whose `started` marker is recent, this one included.
     live: HashSet<String>,
     /// Runs whose marker is old: their collector died.
@@ -94,7 +94,8 @@ struct AbandonedRuns {
 }
 
 impl AbandonedRuns {
-    fn contains(&self, run: &str) -> bool {
+    /// Whether `run` is not known to be in progress (its marker is old, or gone).
+    pub(crate) fn contains(&self, run: &str) -> bool {
         !self.live.contains(run)
     }
 }
@@ -702,7 +703,7 @@ impl Registry {
     /// Runs that started before the cutoff (or left no `started` marker) and so belong to a
     /// collector that died: what they set aside is put back. Quarantined files name their run,
     /// so a file whose run has no marker at all is abandoned too.
-    async fn abandoned_runs(
+    pub(crate) async fn abandoned_runs(
         &self,
         own: &uuid::Uuid,
         t0: SystemTime,

@@ -314,3 +314,51 @@ async fn check_reports_temporaries_only_past_the_grace_period() {
     assert!(repaired.problems.iter().all(|p| p.repaired));
     assert!(!tmp.exists(), "--repair left it");
 }
+
+/// A blob a collection set aside is judged by its run's `started` marker, not by its own
+/// modification time (a rename keeps that, so it is always old): while the run's marker is
+/// fresh the run may be in progress (here, or in another replica) and nothing is reported;
+/// once the run has no marker, it died, and `--repair` puts the blob back.
+#[tokio::test]
+async fn check_reports_a_quarantine_only_when_its_run_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let (digest, _) = blob(&reg, &repo, "a layer set aside").await;
+    age_everything(dir.path());
+    let v2 = dir.path().join("docker/registry/v2");
+    let run = "0123456789abcdef0123456789abcdef";
+    let data = v2.join(format!(
+        "blobs/sha256/{}/{}/data",
+        &digest.hex()[..2],
+        digest.hex()
+    ));
+    let aside = data.with_file_name(format!("gc-{run}"));
+    std::fs::rename(&data, &aside).unwrap();
+    let marker = v2.join(format!("_berth/gc/{run}/started"));
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let options = |repair| berth_registry::CheckOptions {
+        repair,
+        grace_period: Duration::from_secs(3600),
+        upload_age: Duration::from_secs(7 * 24 * 3600),
+    };
+    let kinds = |r: &berth_registry::CheckReport| -> Vec<&str> {
+        r.problems.iter().map(|p| p.kind).collect()
+    };
+
+    let running = reg.check(&options(false)).await.unwrap();
+    assert!(
+        !kinds(&running).contains(&"quarantined"),
+        "{:?}",
+        kinds(&running)
+    );
+
+    std::fs::remove_dir_all(marker.parent().unwrap()).unwrap();
+    let died = reg.check(&options(true)).await.unwrap();
+    assert!(kinds(&died).contains(&"quarantined"), "{:?}", kinds(&died));
+    assert!(
+        data.exists() && !aside.exists(),
+        "--repair did not put it back"
+    );
+}
