@@ -3,8 +3,10 @@
 //!
 //! User names, header values and error messages carry client bytes into fields, and a field
 //! holding a newline would start a line of the client's making, an escape sequence would be
-//! obeyed by the terminal showing the log. The JSON format escapes such characters already
-//! (serde_json); the text format runs every field, the message included, through [`escape`].
+//! obeyed by the terminal showing the log, and a space or `=` would add a field of the
+//! client's making (`user=x peer=10.0.0.1`). The JSON format is safe by construction
+//! (serde_json escapes and quotes); the text format runs every field, the message included,
+//! through [`Escaped`], and quotes a value with spaces, `=` or quotes in it, logfmt-style.
 //! Doing it in the formatter rather than at each call site means no call site can forget.
 
 use std::fmt::{self, Write as _};
@@ -106,10 +108,14 @@ impl Visit for EscapingVisitor<'_, '_> {
         let name = field.name();
         // `r#type` and the like are logged without the raw-identifier prefix.
         let name = name.strip_prefix("r#").unwrap_or(name);
+        let value = self.scratch.as_str();
         self.result = if name == "message" {
-            write!(self.writer, "{separator}{}", Escaped(&self.scratch))
+            write!(self.writer, "{separator}{}", Escaped(value))
+        } else if needs_quotes(value) && !is_quoted(value) {
+            let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+            write!(self.writer, "{separator}{name}=\"{}\"", Escaped(&quoted))
         } else {
-            write!(self.writer, "{separator}{name}={}", Escaped(&self.scratch))
+            write!(self.writer, "{separator}{name}={}", Escaped(value))
         };
     }
 }
@@ -135,6 +141,28 @@ impl fmt::Display for Escaped<'_> {
         }
         f.write_str(rest)
     }
+}
+
+/// A field value that would not read back as one value unquoted.
+fn needs_quotes(value: &str) -> bool {
+    value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"')
+}
+
+/// Already one quoted string, as `Debug` writes a `str`: quotes at both ends, every quote
+/// between them escaped.
+fn is_quoted(value: &str) -> bool {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => return false,
+            '"' => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 fn needs_escape(c: char) -> bool {
@@ -164,6 +192,17 @@ mod tests {
     }
 
     #[test]
+    fn values_that_would_not_read_back_as_one_are_quoted() {
+        assert!(is_quoted("\"a b\""));
+        assert!(is_quoted("\"a \\\" b\""));
+        assert!(!is_quoted("\"a\" peer=\"b\""));
+        assert!(!is_quoted("\"a\\\""));
+        assert!(!is_quoted("\""));
+        assert!(needs_quotes("a b") && needs_quotes("a=b") && needs_quotes(""));
+        assert!(!needs_quotes("127.0.0.1:5000"));
+    }
+
+    #[test]
     fn every_field_of_a_text_line_is_escaped() {
         use std::sync::{Arc, Mutex};
         #[derive(Clone, Default)]
@@ -190,21 +229,24 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let user = "evil\nFAKE line\u{1b}[2J";
             tracing::info!(user = %user, debug = ?user, count = 3, "failed for {user}");
+            tracing::info!(user = %"a peer=10.0.0.1", other = %"\"b\" c", path = ?"/x y", "fields");
         });
         let bytes = buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
         let text = String::from_utf8(bytes).unwrap_or_default();
-        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert_eq!(text.lines().count(), 2, "{text:?}");
         assert!(
-            !text
-                .trim_end_matches('\n')
-                .contains(|c: char| c.is_control()),
+            !text.lines().any(|l| l.contains(|c: char| c.is_control())),
             "{text:?}"
         );
         assert!(
             text.contains(
-                "failed for evil\\nFAKE line\\u{1b}[2J user=evil\\nFAKE line\\u{1b}[2J \
+                "failed for evil\\nFAKE line\\u{1b}[2J user=\"evil\\nFAKE line\\u{1b}[2J\" \
                  debug=\"evil\\nFAKE line\\u{1b}[2J\" count=3"
             ),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("fields user=\"a peer=10.0.0.1\" other=\"\\\"b\\\" c\" path=\"/x y\"\n"),
             "{text:?}"
         );
     }
