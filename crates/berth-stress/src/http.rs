@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -51,8 +51,9 @@ impl Resp {
     }
 }
 
-/// The reading half of a connection.
-pub struct Reader(BufReader<OwnedReadHalf>);
+/// The reading half of a connection: a TCP connection's by default, or any byte stream's
+/// (a TLS stream's read half, say) through [`Reader::new`].
+pub struct Reader<R = OwnedReadHalf>(BufReader<R>);
 
 /// A connection to the server.
 pub struct Conn {
@@ -74,7 +75,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         let (r, w) = stream.into_split();
         Ok(Conn {
-            reader: Reader(BufReader::with_capacity(64 * 1024, r)),
+            reader: Reader::new(r),
             writer: w,
             host: addr.to_string(),
         })
@@ -124,7 +125,12 @@ impl Conn {
     }
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Reads responses from `inner` (buffered).
+    pub fn new(inner: R) -> Reader<R> {
+        Reader(BufReader::with_capacity(64 * 1024, inner))
+    }
+
     async fn line(&mut self) -> io::Result<String> {
         let mut buf = Vec::new();
         let n = self.0.read_until(b'\n', &mut buf).await?;

@@ -1,6 +1,8 @@
 //! The berth binary as a child process: found beside the test executable, configured by a
 //! config file in a temporary directory (storage root, a free loopback port, any extra `http`
-//! keys), signalled, watched through `/proc/<pid>`, and always reaped.
+//! keys, `log` settings and top-level sections such as `auth`, or a whole file given as a
+//! template: [`Setup`]), optionally under `prlimit --nofile=N:N`, signalled, watched through
+//! `/proc/<pid>`, and always reaped.
 //!
 //! The binary is not built here. `cargo test --workspace` builds it before any test runs
 //! (cargo builds a package's binaries whenever that package's integration tests are built, and
@@ -142,6 +144,62 @@ pub struct Berth {
     pub bin: PathBuf,
 }
 
+/// How [`Berth::start_setup`] configures and starts berth. The storage root and the loopback
+/// port are always chosen by the harness; everything else is here. `Setup::default()` is what
+/// [`Berth::start`] runs: `log.level: warn`, the default `http` keys, no `auth`.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Keys under `http` (YAML lines without indentation, e.g. `headertimeout: 2s`; nested
+    /// keys keep their relative indentation: `tls:` then `  certificate: /c`).
+    pub http: String,
+    /// Keys under `log` (YAML lines without indentation); `level: warn` when empty.
+    pub log: String,
+    /// Top-level YAML appended to the generated file as it is (an `auth:` section, ...).
+    pub top: String,
+    /// A whole config file instead of the generated one: `{addr}` is replaced by
+    /// `127.0.0.1:<port>` and `{root}` by the storage root. `http`, `log` and `top` are then
+    /// ignored.
+    pub whole: Option<String>,
+    /// Runs `prlimit --nofile=N:N -- berth serve <config>` (soft and hard open-file limit N;
+    /// prlimit execs berth, so [`Berth::pid`] is berth's).
+    pub nofile: Option<u64>,
+    /// A fresh `target/release/berth` when there is one (see [`berth_bin`]).
+    pub prefer_release: bool,
+}
+
+/// Indents every non-blank line of `yaml` by two spaces.
+fn indented(yaml: &str) -> String {
+    yaml.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("  {l}\n"))
+        .collect()
+}
+
+impl Setup {
+    /// The config file for `port` and `root`.
+    fn config(&self, port: u16, root: &Path) -> String {
+        if let Some(whole) = &self.whole {
+            return whole
+                .replace("{addr}", &format!("127.0.0.1:{port}"))
+                .replace("{root}", &root.display().to_string());
+        }
+        let log = if self.log.trim().is_empty() {
+            "  level: warn\n".to_owned()
+        } else {
+            indented(&self.log)
+        };
+        let mut top = self.top.clone();
+        if !top.is_empty() && !top.ends_with('\n') {
+            top.push('\n');
+        }
+        format!(
+            "version: 0.1\nlog:\n{log}storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{}{top}",
+            root.display(),
+            indented(&self.http),
+        )
+    }
+}
+
 impl Berth {
     /// Starts berth over `<dir>/root` with `http` keys `http_extra` (YAML lines without
     /// indentation, e.g. `draintimeout: 10s`) and waits until it accepts connections.
@@ -151,24 +209,28 @@ impl Berth {
 
     /// As [`Berth::start`], choosing a fresh release binary when `prefer_release`.
     pub fn start_with(dir: &Path, http_extra: &str, prefer_release: bool) -> Berth {
-        let bin = berth_bin(prefer_release);
+        Self::start_setup(
+            dir,
+            &Setup {
+                http: http_extra.to_owned(),
+                prefer_release,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// Starts berth over `<dir>/root` as `setup` says (config in `<dir>/config.yml`) and waits
+    /// until it accepts connections (a TCP connect: over TLS too).
+    pub fn start_setup(dir: &Path, setup: &Setup) -> Berth {
+        let bin = berth_bin(setup.prefer_release);
         let mut last_log = String::new();
         for _ in 0..5 {
             let port = free_port();
             let root = dir.join("root");
             let config = dir.join("config.yml");
             let log = dir.join(format!("berth-{port}.log"));
-            let extra: String = http_extra
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| format!("  {l}\n"))
-                .collect();
-            let yaml = format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
-                root.display()
-            );
-            fs::write(&config, yaml).expect("writing the config");
-            let child = spawn(&bin, &config, &log);
+            fs::write(&config, setup.config(port, &root)).expect("writing the config");
+            let child = spawn_limited(&bin, &config, &log, setup.nofile);
             let mut berth = Berth {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -216,9 +278,19 @@ impl Berth {
         format!("http://{}", self.addr)
     }
 
-    /// Everything it logged so far.
+    /// Everything it logged so far (empty when the log is not UTF-8: see [`Berth::log_bytes`]).
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything it logged so far, byte for byte (stdout and stderr).
+    pub fn log_bytes(&self) -> Vec<u8> {
+        fs::read(&self.log).unwrap_or_default()
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// RSS now and at peak.
@@ -281,9 +353,22 @@ impl Drop for Berth {
 /// Starts `berth serve <config>` with stdout and stderr into `log` and no `REGISTRY_*`
 /// variable from this environment (the config file is the whole configuration).
 pub fn spawn(bin: &Path, config: &Path, log: &Path) -> Child {
+    spawn_limited(bin, config, log, None)
+}
+
+/// [`spawn`], under `prlimit --nofile=N:N --` when `nofile` is `Some(N)` (util-linux's
+/// prlimit sets its own limit and execs berth, so the child's pid is berth's).
+pub fn spawn_limited(bin: &Path, config: &Path, log: &Path, nofile: Option<u64>) -> Child {
     let out = fs::File::create(log).expect("creating the log file");
     let err = out.try_clone().expect("cloning the log file");
-    let mut cmd = Command::new(bin);
+    let mut cmd = match nofile {
+        None => Command::new(bin),
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            c
+        }
+    };
     cmd.arg("serve")
         .arg(config)
         .stdin(Stdio::null())
@@ -294,6 +379,55 @@ pub fn spawn(bin: &Path, config: &Path, log: &Path) -> Child {
             cmd.env_remove(k);
         }
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "starting {}{}: {e}",
+            bin.display(),
+            if nofile.is_some() {
+                " under prlimit"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_renders_the_config() {
+        let root = Path::new("/r");
+        let plain = Setup {
+            http: "draintimeout: 1s\ntls:\n  certificate: /c".to_owned(),
+            ..Setup::default()
+        }
+        .config(5000, root);
+        assert_eq!(
+            plain,
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /r\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:5000\n  draintimeout: 1s\n  tls:\n    certificate: /c\n"
+        );
+        let more = Setup {
+            log: "level: info\nformatter: json".to_owned(),
+            top: "auth:\n  htpasswd:\n    path: /h".to_owned(),
+            ..Setup::default()
+        }
+        .config(5000, root);
+        assert!(more.starts_with("version: 0.1\nlog:\n  level: info\n  formatter: json\nstorage:"));
+        assert!(more.ends_with("  addr: 127.0.0.1:5000\nauth:\n  htpasswd:\n    path: /h\n"));
+        let whole = Setup {
+            whole: Some(
+                "http:\n  addr: {addr}\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
+                    .to_owned(),
+            ),
+            http: "ignored: 1".to_owned(),
+            ..Setup::default()
+        }
+        .config(5000, root);
+        assert_eq!(
+            whole,
+            "http:\n  addr: 127.0.0.1:5000\nstorage:\n  filesystem:\n    rootdirectory: /r\n"
+        );
+    }
 }
