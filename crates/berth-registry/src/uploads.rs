@@ -375,4 +375,44 @@ impl Registry {
         self.link_layer(repo, digest).await?;
         Ok(true)
     }
+
+    /// A mount without `from` (the spec allows registries to find the source themselves):
+    /// links `digest` into `repo` when some repository that `may_pull` allows links it and
+    /// the blob is stored. Returns false otherwise (the caller then starts a normal upload),
+    /// so nothing the caller may not pull is ever revealed or mounted.
+    pub async fn mount_blob_from_any(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        may_pull: impl Fn(&str) -> bool,
+    ) -> Result<bool> {
+        self.check_writable()?;
+        // Most blobs a client offers to mount are not here at all: answer those without a
+        // write or a walk of the repositories.
+        match self.driver().stat(&layout::blob_data(digest)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.pin([digest]).await?;
+        let repositories = self.all_repositories().await?;
+        let candidates: Vec<RepoName> = repositories
+            .iter()
+            .filter(|name| may_pull(name))
+            .filter_map(|name| RepoName::parse(name).ok())
+            .collect();
+        let mut checks = futures_util::stream::iter(candidates)
+            .map(|from| async move { self.blob_linked_and_present(&from, digest).await })
+            .buffer_unordered(MOUNT_SEARCH_CONCURRENCY);
+        while let Some(linked) = checks.next().await {
+            if linked? {
+                self.link_layer(repo, digest).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
+
+/// Repositories looked at in parallel by a mount without `from`.
+const MOUNT_SEARCH_CONCURRENCY: usize = 16;

@@ -202,21 +202,7 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     use endpoint::Endpoint as E;
     let method = request.method().clone();
-    let mut query = request.uri().query().unwrap_or("").to_owned();
-    // A mount from a repository the caller may not pull degrades to a plain upload, so the
-    // blob's presence there is not revealed.
-    if let (E::UploadStart { .. }, Some(auth), Some(caller)) =
-        (&endpoint, &state.http.auth, &caller)
-    {
-        let may_pull_from = |from: &str| auth.allows(caller, from, auth::Action::Pull);
-        let strip = form_urlencoded::parse(query.as_bytes())
-            .any(|(k, v)| k == "from" && !may_pull_from(&v));
-        if strip {
-            query = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "from"))
-                .finish();
-        }
-    }
+    let query = request.uri().query().unwrap_or("").to_owned();
     let ctx = Ctx {
         state,
         headers: request.headers().clone(),
@@ -266,6 +252,14 @@ impl Ctx<'_> {
     fn may_list(&self, repository: &str) -> bool {
         match (&self.state.http.auth, &self.caller) {
             (Some(auth), Some(caller)) => auth.may_list(caller, repository),
+            _ => true,
+        }
+    }
+
+    /// Whether the caller may pull `repository` (always, without auth).
+    fn may_pull(&self, repository: &str) -> bool {
+        match (&self.state.http.auth, &self.caller) {
+            (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
             _ => true,
         }
     }

@@ -17,7 +17,21 @@ pub(crate) async fn handle(
     raw_reference: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let reference = Reference::parse(raw_reference).map_err(Error::ReferenceInvalid)?;
+    let reference = match Reference::parse(raw_reference) {
+        Ok(r) => r,
+        // Reading by something that cannot name a manifest finds none, as Distribution and
+        // the conformance suite have it; only a digest-shaped one is a malformed digest.
+        // Writing or deleting by it is the client's mistake: 400.
+        Err(e)
+            if matches!(method, Method::GET | Method::HEAD)
+                && !matches!(e, berth_oci::NameError::InvalidDigest(_)) =>
+        {
+            return Err(ApiError(Error::ManifestUnknown {
+                reference: raw_reference.to_owned(),
+            }));
+        }
+        Err(e) => return Err(ApiError(Error::ReferenceInvalid(e))),
+    };
     let registry = ctx.registry();
     match method {
         Method::GET | Method::HEAD => {

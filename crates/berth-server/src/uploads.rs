@@ -17,14 +17,26 @@ pub(crate) async fn start(
 ) -> Result<Response, ApiError> {
     let registry = ctx.registry();
     if let Some(mount) = ctx.query_param("mount") {
-        let from = ctx
-            .query_param("from")
-            .and_then(|f| RepoName::parse(&f).ok());
         // An unusable mount request falls back to a plain upload, as the spec allows.
-        if let (Ok(d), Some(from)) = (berth_oci::Digest::parse(&mount), from)
-            && registry.mount_blob(repo, &from, &d).await?
-        {
-            return Ok(blob_created(ctx, repo, &d.to_string()));
+        if let Ok(d) = berth_oci::Digest::parse(&mount) {
+            let mounted = match ctx.query_param("from") {
+                // From a repository the caller may not pull: a plain upload, so the blob's
+                // presence there is not revealed.
+                Some(from) => match RepoName::parse(&from) {
+                    Ok(from) if ctx.may_pull(from.as_str()) => {
+                        registry.mount_blob(repo, &from, &d).await?
+                    }
+                    _ => false,
+                },
+                None => {
+                    registry
+                        .mount_blob_from_any(repo, &d, |name| ctx.may_pull(name))
+                        .await?
+                }
+            };
+            if mounted {
+                return Ok(blob_created(ctx, repo, &d.to_string()));
+            }
         }
     } else if let Some(raw) = ctx.query_param("digest") {
         let d = digest(&raw)?;

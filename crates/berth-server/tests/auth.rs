@@ -433,6 +433,18 @@ async fn mount_from_an_unpullable_repository_is_a_plain_upload() {
     )
     .await;
     assert_eq!(status, 404, "the blob did not leak into scratch/x");
+    // Nor without `from`: berth looks only in repositories the caller may pull.
+    let (status, headers, _) = send_as(
+        &s,
+        "mounter",
+        Method::POST,
+        &format!("/v2/scratch/x/blobs/uploads/?mount={digest}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "a session, not a mount from team/app");
+    assert!(headers.get("docker-upload-uuid").is_some());
     // From a repository it may pull, the mount works.
     s.push_blob("scratch/y", &data).await;
     let (status, _, _) = send_as(
@@ -445,6 +457,17 @@ async fn mount_from_an_unpullable_repository_is_a_plain_upload() {
     )
     .await;
     assert_eq!(status, 201);
+    // And without `from`, once a repository it may pull links the blob.
+    let (status, _, _) = send_as(
+        &s,
+        "mounter",
+        Method::POST,
+        &format!("/v2/scratch/z/blobs/uploads/?mount={digest}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "mounted from scratch/y or scratch/x");
 }
 
 #[tokio::test]

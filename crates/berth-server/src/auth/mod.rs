@@ -275,7 +275,7 @@ impl Auth {
             _ if allowed => Ok(caller),
             Caller::Anonymous => Err(self.challenge(need, "authentication required", None)),
             Caller::Token(grant) => {
-                tracing::debug!(subject = %grant.subject, "token lacks the scope");
+                tracing::debug!(subject = ?grant.subject, "token lacks the scope");
                 Err(self.challenge(
                     need,
                     "the token does not grant this access",

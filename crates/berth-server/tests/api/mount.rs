@@ -87,3 +87,37 @@ async fn mount_does_not_leak_a_blob_the_source_repository_lacks() {
         s.files()
     );
 }
+
+/// A mount without `from`: the spec lets the registry find a source itself. berth mounts
+/// when some repository links the stored blob (201), and otherwise starts an upload (202).
+#[tokio::test]
+async fn mount_without_from_finds_a_repository_that_links_the_blob() {
+    let s = TestServer::start(Options::default()).await;
+    let data = content(23, 500);
+    let digest = s.push_blob("team/app", &data).await;
+    let r = s
+        .post(&format!("/v2/b/blobs/uploads/?mount={digest}"))
+        .await;
+    r.assert_status(201);
+    assert_eq!(r.h("location"), format!("{}/v2/b/blobs/{digest}", s.base));
+    assert_eq!(r.h("docker-content-digest"), digest);
+    assert!(r.header("docker-upload-uuid").is_none(), "{}", r.describe());
+    assert_eq!(s.get(&format!("/v2/b/blobs/{digest}")).await.body, data);
+
+    // Not stored anywhere: an ordinary session, which completes the push.
+    let other = content(24, 300);
+    let other_digest = sha256(&other);
+    let r = s
+        .post(&format!("/v2/c/blobs/uploads/?mount={other_digest}"))
+        .await;
+    r.assert_status(202);
+    let loc = r.h("location").to_owned();
+    s.finish_upload(&loc, &other_digest, &other)
+        .await
+        .assert_status(201);
+    assert!(
+        !s.files().iter().any(|f| f.contains("/_uploads/")),
+        "{:?}",
+        s.files()
+    );
+}

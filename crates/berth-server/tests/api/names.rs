@@ -161,6 +161,7 @@ async fn malformed_tags_are_tag_invalid() {
     for tag in [
         "..",
         ".x",
+        ".INVALID",
         "-x",
         "%2e%2e",
         "a%2fb",
@@ -169,7 +170,7 @@ async fn malformed_tags_are_tag_invalid() {
         long.as_str(),
         "",
     ] {
-        for method in ["GET", "PUT", "DELETE"] {
+        for method in ["PUT", "DELETE"] {
             let r = s
                 .raw(
                     method,
@@ -180,6 +181,18 @@ async fn malformed_tags_are_tag_invalid() {
                 .await;
             assert!(!r.status.is_server_error(), "{}", r.describe());
             r.assert_error(400, "TAG_INVALID");
+        }
+        // Reading by a reference that is neither a tag nor a digest finds nothing, as in
+        // Distribution and the conformance suite (`.INVALID`).
+        if !tag.is_empty() {
+            let r = s
+                .raw("GET", &format!("/v2/a/manifests/{tag}"), &[], b"")
+                .await;
+            r.assert_error(404, "MANIFEST_UNKNOWN");
+            let r = s
+                .raw("HEAD", &format!("/v2/a/manifests/{tag}"), &[], b"")
+                .await;
+            r.assert_status(404);
         }
     }
     // The longest valid tag is fine.
