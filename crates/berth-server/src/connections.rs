@@ -1,19 +1,24 @@
 //! The open connections as the accept loop sees them, so that a client that connects and
-//! then sends nothing cannot hold a file handle for ever, and a crowd of such clients cannot
-//! lock out the rest.
+//! then sends nothing, or stops reading what it asked for, cannot hold a file handle for
+//! ever, and a crowd of such clients cannot lock out the rest.
 //!
-//! Each connection knows how many of its requests are in flight and since when it has had
-//! none. From that alone follow the three limits (see [`Limits`]):
-//! - a connection with no request in flight for longer than its limit is closed: the header
-//!   timeout until its first request head has arrived (counted from accept, so after the TLS
-//!   handshake too), the idle timeout after that;
-//! - when [`Limits::max_connections`] are open, the one idle longest is closed to make room
-//!   for the next, so a legitimate client gets in while an attacker's silent connections go;
-//! - when every open connection has a request in flight, the accept loop waits for one to
-//!   finish rather than exceed the limit (the kernel's backlog holds the newcomers).
+//! A connection is *waiting on its client* when it has no request in flight (idle), or when
+//! everything it has in flight is a response the client is not taking (hyper was handed a
+//! frame and has not come back for the next: the client's window or socket buffer is full).
+//! It is never waiting on its client while a handler runs, a request body is being read, or a
+//! response waits for storage. From that alone follow the limits (see [`Limits`]):
+//! - a connection waiting on its client longer than its limit is closed: the header timeout
+//!   until its first request head has arrived (counted from accept, so after the TLS handshake
+//!   too), the idle timeout after that;
+//! - when [`Limits::max_connections`] are open, accepting one more closes the connection that
+//!   has waited on its client longest, so a legitimate client gets in while an attacker's
+//!   silent or stalled connections go;
+//! - when every open connection is working, the accept loop waits for one to stop (the
+//!   kernel's backlog holds the newcomers).
 //!
-//! Requests are counted from the moment hyper hands the head to the service until hyper drops
-//! the response body, so a long download or upload is never idle, however slow.
+//! A request counts from the moment hyper hands its head to the service until hyper drops
+//! the response body; its request body counts until it is dropped (a refused body that is
+//! drained in the background, `body.rs`, keeps its connection open until drained).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -32,7 +37,8 @@ use tokio::sync::Notify;
 pub struct Limits {
     /// From accept to the first complete request head (after the TLS handshake, if any).
     pub header_timeout: Duration,
-    /// From the end of one response to the next complete request head.
+    /// From the end of one response to the next complete request head, and how long a
+    /// response may wait for the client to read it.
     pub idle_timeout: Duration,
     /// For the TLS handshake.
     pub handshake_timeout: Duration,
@@ -47,43 +53,58 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
-            max_connections: default_max_connections(),
+            max_connections: max_connections_for(
+                rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+            ),
         }
     }
 }
 
-/// Half the process's soft file-handle limit, at most 16,384 (512 under the common default of
-/// 1,024): the other half stays for storage, TLS certificate reloads and the like.
-pub fn default_max_connections() -> usize {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    usize::try_from(soft / 2)
+/// Half of the soft file-handle limit `soft` (`None`: unlimited), between 16 and 16,384 (512
+/// under the common default of 1,024): the other half stays for storage.
+pub fn max_connections_for(soft: Option<u64>) -> usize {
+    let half = soft.unwrap_or(u64::MAX) / 2;
+    usize::try_from(half)
         .unwrap_or(usize::MAX)
         .clamp(16, 16_384)
+}
+
+/// What the table and its connections share.
+struct Shared {
+    /// A connection closed or stopped working (so it may be evicted).
+    changed: Notify,
+    /// Times are kept as milliseconds since this instant, so they fit in an atomic.
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Every open connection.
 pub(crate) struct Table {
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
-    /// A connection closed or went idle.
-    changed: Notify,
+    shared: Arc<Shared>,
     max: usize,
-    /// Times are kept as milliseconds since this instant, so they fit in an atomic.
-    epoch: Instant,
 }
 
-/// One connection's state, shared by its task and its requests.
+/// One connection's state, shared by its task, its requests and their bodies.
 pub(crate) struct Conn {
-    in_flight: AtomicUsize,
-    /// Milliseconds since the table's epoch at which the last request ended, or at accept.
-    idle_since: AtomicU64,
+    /// Requests in flight and request bodies alive.
+    busy: AtomicUsize,
+    /// Of those, responses handed to hyper and not yet taken by the client.
+    waiting: AtomicUsize,
+    /// Milliseconds since the epoch when this connection last did something for its client:
+    /// accepted, finished a request, handed over a response frame.
+    since: AtomicU64,
     /// A request head has arrived on this connection.
     served: AtomicBool,
     /// Set when the table closes the connection to make room.
     evicted: Notify,
-    epoch: Instant,
+    shared: Arc<Shared>,
 }
 
 impl Table {
@@ -91,9 +112,11 @@ impl Table {
         Table {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            changed: Notify::new(),
+            shared: Arc::new(Shared {
+                changed: Notify::new(),
+                epoch: Instant::now(),
+            }),
             max: max.max(1),
-            epoch: Instant::now(),
         }
     }
 
@@ -107,52 +130,78 @@ impl Table {
         self.lock().len()
     }
 
-    /// Returns once one more connection may be accepted: at once below the limit, else after
-    /// closing the connection idle longest, else when a connection closes or goes idle.
+    /// Returns once one more connection may be accepted: below the limit, or with a
+    /// connection waiting on its client that [`Table::make_room`] can close. Looks again
+    /// when a connection closes or stops working, and every second (a response becomes
+    /// stalled without telling anyone).
     pub(crate) async fn room(&self) {
         loop {
-            let changed = self.changed.notified();
+            let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.len() < self.max || self.evict_idlest() {
-                return;
+            {
+                let open = self.lock();
+                if open.len() < self.max || open.values().any(|c| c.waiting_since().is_some()) {
+                    return;
+                }
             }
-            changed.await;
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 
-    /// Closes the connection that has had no request in flight for longest; false when every
-    /// connection is busy. It leaves the table at once, so its slot is free before its task
-    /// has finished closing it.
-    pub(crate) fn evict_idlest(&self) -> bool {
+    /// Over the limit, closes the connection that has waited on its client longest, other
+    /// than `newcomer`; false when there was nothing to close. The closed one leaves the table
+    /// at once, so its slot is free before its task has finished closing it.
+    pub(crate) fn make_room(&self, newcomer: &Registered) -> bool {
         let mut open = self.lock();
-        let idlest = open
+        if open.len() <= self.max {
+            return false;
+        }
+        let longest = open
             .iter()
-            .filter(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, c)| c.idle_since.load(Ordering::Acquire))
-            .map(|(id, _)| *id);
-        let Some(conn) = idlest.and_then(|id| open.remove(&id)) else {
+            .filter(|(id, _)| **id != newcomer.id)
+            .filter_map(|(id, c)| Some((*id, c.waiting_since()?)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(id, _)| id);
+        let Some(conn) = longest.and_then(|id| open.remove(&id)) else {
             return false;
         };
         drop(open);
         tracing::debug!(
-            idle_ms = conn.idle_for().as_millis() as u64,
-            "connection limit reached: closing the connection idle longest"
+            waited_ms = conn.waited_for().as_millis() as u64,
+            "connection limit reached: closing the connection that waited on its client longest"
         );
         conn.evicted.notify_one();
         true
     }
 
+    /// Closes the connection that has waited on its client longest, whatever the count: for
+    /// when the process runs out of file handles.
+    pub(crate) fn evict_one(&self) {
+        let mut open = self.lock();
+        let longest = open
+            .iter()
+            .filter_map(|(id, c)| Some((*id, c.waiting_since()?)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(id, _)| id);
+        if let Some(conn) = longest.and_then(|id| open.remove(&id)) {
+            conn.evicted.notify_one();
+        }
+    }
+
     /// Adds a just-accepted connection; it leaves the table when the returned handle drops.
     pub(crate) fn register(self: &Arc<Self>) -> Registered {
         let conn = Arc::new(Conn {
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            since: AtomicU64::new(self.shared.now_ms()),
             served: AtomicBool::new(false),
             evicted: Notify::new(),
-            epoch: self.epoch,
+            shared: self.shared.clone(),
         });
-        conn.mark_idle();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, conn.clone());
         Registered {
@@ -165,7 +214,7 @@ impl Table {
     /// Resolves when no connection is open.
     pub(crate) async fn empty(&self) {
         loop {
-            let changed = self.changed.notified();
+            let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if self.len() == 0 {
@@ -186,43 +235,50 @@ pub(crate) struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.table.lock().remove(&self.id);
-        self.table.changed.notify_waiters();
+        self.table.shared.changed.notify_waiters();
     }
 }
 
 impl Conn {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn touch(&self) {
+        self.since.store(self.shared.now_ms(), Ordering::Release);
     }
 
-    fn mark_idle(&self) {
-        self.idle_since.store(self.now_ms(), Ordering::Release);
+    /// When this connection started waiting on its client, if it is.
+    fn waiting_since(&self) -> Option<u64> {
+        let busy = self.busy.load(Ordering::Acquire);
+        (busy == self.waiting.load(Ordering::Acquire)).then(|| self.since.load(Ordering::Acquire))
     }
 
-    fn idle_for(&self) -> Duration {
-        let since = self.idle_since.load(Ordering::Acquire);
-        Duration::from_millis(self.now_ms().saturating_sub(since))
+    fn waited_for(&self) -> Duration {
+        self.waiting_since().map_or(Duration::ZERO, |since| {
+            Duration::from_millis(self.shared.now_ms().saturating_sub(since))
+        })
     }
 
-    /// Counts a request until the returned guard drops (with the response body).
+    /// Counts a request until the returned guard drops (moved into its response body).
     pub(crate) fn request(self: &Arc<Self>) -> InFlight {
         self.served.store(true, Ordering::Release);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.busy.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
-    /// How long until this connection should be closed for idleness: zero when it is due,
-    /// `None` while a request is in flight.
+    /// Counts a request body until the returned guard drops.
+    pub(crate) fn request_body(self: &Arc<Self>) -> InFlight {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// How long until this connection should be closed for waiting on its client: zero when
+    /// it is due, `None` while it is working.
     pub(crate) fn time_left(&self, limits: &Limits) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
+        self.waiting_since()?;
         let limit = if self.served.load(Ordering::Acquire) {
             limits.idle_timeout
         } else {
             limits.header_timeout
         };
-        Some(limit.saturating_sub(self.idle_for()))
+        Some(limit.saturating_sub(self.waited_for()))
     }
 
     /// Resolves when the table closed this connection to make room.
@@ -231,29 +287,73 @@ impl Conn {
     }
 }
 
-/// One request in flight; the connection goes idle when the last one drops.
+/// One request, or one request body, in flight.
 pub(crate) struct InFlight(Arc<Conn>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.mark_idle();
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.touch();
+            // Idle now: the accept loop may be waiting for a connection it can close.
+            self.0.shared.changed.notify_waiters();
         }
     }
 }
 
-/// A response body that keeps its request counted until hyper has sent (or dropped) it.
+/// A body that keeps its request counted until hyper has sent (or dropped) it; as a
+/// response body, it also tells whether it waits on the client.
 pub(crate) struct TrackedBody {
     body: Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    /// A response body (else a request body).
+    response: bool,
+    /// A response body whose last frame hyper has not yet come back after.
+    waiting: bool,
 }
 
 impl TrackedBody {
-    pub(crate) fn wrap(body: Body, in_flight: InFlight) -> Body {
+    /// A response body: from now on hyper has it, so the client is what it waits for.
+    pub(crate) fn response(body: Body, in_flight: InFlight) -> Body {
+        let conn = &in_flight.0;
+        conn.waiting.fetch_add(1, Ordering::AcqRel);
+        conn.touch();
         Body::new(TrackedBody {
             body,
-            _in_flight: in_flight,
+            in_flight,
+            response: true,
+            waiting: true,
         })
+    }
+
+    /// A request body: the handler reads it, so it never waits on the client here (a stalled
+    /// upload is `http.bodyidletimeout`'s business).
+    pub(crate) fn request(body: Body, in_flight: InFlight) -> Body {
+        Body::new(TrackedBody {
+            body,
+            in_flight,
+            response: false,
+            waiting: false,
+        })
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting == self.waiting {
+            return;
+        }
+        self.waiting = waiting;
+        let conn = &self.in_flight.0;
+        if waiting {
+            conn.touch();
+            conn.waiting.fetch_add(1, Ordering::AcqRel);
+        } else {
+            conn.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.set_waiting(false);
     }
 }
 
@@ -265,7 +365,14 @@ impl HttpBody for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        // Hyper came back for more: the client took the last frame. Until the next one is
+        // ready, storage is what the response waits for.
+        self.set_waiting(false);
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if self.response && matches!(frame, Poll::Ready(Some(Ok(_)))) {
+            self.set_waiting(true);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -281,59 +388,80 @@ impl HttpBody for TrackedBody {
 mod tests {
     use super::*;
 
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 2,
+        }
+    }
+
     #[tokio::test]
-    async fn the_idlest_connection_makes_room_and_busy_ones_never_do() {
+    async fn the_longest_waiting_connection_makes_room_and_working_ones_never_do() {
         let table = Arc::new(Table::new(2));
         let busy = table.register();
         let _request = busy.conn.request();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let idle = table.register();
-        assert_eq!(table.len(), 2);
-
-        // Full: the idle one goes, though the busy one is older.
         tokio::time::timeout(Duration::from_secs(1), table.room())
             .await
             .unwrap();
-        assert_eq!(table.len(), 1);
+
+        // Over the limit: the idle one goes, though the busy one is older; never the newcomer.
+        let newcomer = table.register();
+        assert!(table.make_room(&newcomer));
+        assert_eq!(table.len(), 2);
         tokio::time::timeout(Duration::from_secs(1), idle.conn.evicted())
             .await
             .unwrap();
+        let _newcomer_request = newcomer.conn.request();
 
-        // Full of busy connections: no room until one goes.
-        let other = table.register();
-        let _other_request = other.conn.request();
-        assert!(!table.evict_idlest());
+        // Full of working connections: no room until one stops working.
         let waiting = tokio::spawn({
             let table = table.clone();
             async move { table.room().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
-        drop(other);
-        tokio::time::timeout(Duration::from_secs(1), waiting)
+        drop(_request);
+        tokio::time::timeout(Duration::from_millis(500), waiting)
             .await
             .unwrap()
             .unwrap();
-        drop(idle);
-        drop(busy);
+        drop((idle, busy, newcomer));
         assert_eq!(table.len(), 0);
     }
 
-    #[test]
-    fn time_left_counts_from_accept_then_from_the_last_response() {
-        let limits = Limits {
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 10,
-        };
+    #[tokio::test]
+    async fn a_response_the_client_does_not_take_waits_on_the_client() {
+        use http_body_util::BodyExt;
         let table = Arc::new(Table::new(10));
         let c = table.register();
-        assert!(c.conn.time_left(&limits).unwrap() <= Duration::from_secs(30));
-        let r = c.conn.request();
-        assert_eq!(c.conn.time_left(&limits), None);
-        drop(r);
-        let left = c.conn.time_left(&limits).unwrap();
+        assert!(c.conn.time_left(&limits()).unwrap() <= Duration::from_secs(30));
+        let request = c.conn.request();
+        let body = TrackedBody::request(Body::from("upload"), c.conn.request_body());
+        assert_eq!(c.conn.time_left(&limits()), None, "a handler runs");
+        let response = TrackedBody::response(Body::from("answer"), request);
+        assert_eq!(
+            c.conn.time_left(&limits()),
+            None,
+            "the request body is alive"
+        );
+        drop(body);
+        // Handed to hyper, not taken: waiting on the client, as an idle connection would.
+        let left = c.conn.time_left(&limits()).unwrap();
         assert!(left > Duration::from_secs(30) && left <= Duration::from_secs(60));
+        let mut response = response;
+        let frame = response.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "answer");
+        assert!(
+            c.conn.time_left(&limits()).is_some(),
+            "its frame handed over"
+        );
+        drop(response);
+        assert!(c.conn.time_left(&limits()).is_some(), "idle");
+        assert_eq!(c.conn.busy.load(Ordering::Acquire), 0);
+        assert_eq!(c.conn.waiting.load(Ordering::Acquire), 0);
     }
 }

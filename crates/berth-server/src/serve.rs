@@ -11,6 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -38,6 +39,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The longest pause after failed accepts, which double from [`ACCEPT_BACKOFF_MIN`].
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Requests in flight on one HTTP/2 connection at most.
+const MAX_STREAMS: u32 = 32;
 
 /// Serves `app` on `listener` over plain HTTP with the default limits until `shutdown`
 /// resolves, then lets connections finish their requests for up to `drain` before returning.
@@ -72,6 +76,9 @@ pub async fn serve_with(
         // The connection task bounds the wait for every request head (connections.rs), the
         // same way over HTTP/1 and HTTP/2.
         .header_read_timeout(None);
+    // hyper's default of 200 streams would let one connection hold 200 storage handles; a
+    // client pulling layers in parallel uses a handful.
+    builder.http2().max_concurrent_streams(MAX_STREAMS);
     let table = Arc::new(Table::new(options.limits.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut backoff = AcceptBackoff::default();
@@ -99,7 +106,7 @@ pub async fn serve_with(
                 // Out of file handles and the like: free one if an idle connection holds it,
                 // and back off instead of spinning.
                 if is_out_of_handles(&e) {
-                    table.evict_idlest();
+                    table.evict_one();
                 }
                 backoff.failed(&e).await;
                 continue;
@@ -108,6 +115,9 @@ pub async fn serve_with(
         backoff.succeeded();
         let _ = stream.set_nodelay(true);
         let registered = table.register();
+        // Over the limit now: the connection that waited on its client longest goes. Accepting
+        // first means no one is closed for a client that never comes.
+        table.make_room(&registered);
         // The client's address, for per-client limits (auth failures).
         let mut app = app
             .clone()
@@ -230,13 +240,16 @@ impl Connection {
         let conn: Arc<Conn> = registered.conn.clone();
         let inner = TowerToHyperService::new(app);
         let counted = conn.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let in_flight = counted.request();
+            let request = request.map(|body| {
+                TrackedBody::request(axum::body::Body::new(body), counted.request_body())
+            });
             let response = hyper::service::Service::call(&inner, request);
             async move {
                 let response = response.await?;
                 Ok::<_, std::convert::Infallible>(
-                    response.map(|body| TrackedBody::wrap(body, in_flight)),
+                    response.map(|body| TrackedBody::response(body, in_flight)),
                 )
             }
         });
@@ -246,41 +259,37 @@ impl Connection {
         tokio::pin!(connection);
         // Once told to close: when to drop the connection if it has not closed by itself.
         let mut closing: Option<tokio::time::Instant> = None;
+        // While working, look again this often: a response becomes stalled without a signal.
+        let recheck =
+            (limits.idle_timeout.min(limits.header_timeout) / 4).max(Duration::from_millis(250));
         loop {
-            let idle_check = match conn.time_left(&limits) {
-                Some(left) => left,
-                // Busy: look again once a request could have ended and the limit passed.
-                None => limits.idle_timeout.min(limits.header_timeout),
-            };
-            tokio::select! {
+            let close = tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                () = tokio::time::sleep(idle_check), if closing.is_none() => {
-                    if conn.time_left(&limits) == Some(Duration::ZERO) {
-                        connection.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-                    }
+                () = tokio::time::sleep(conn.time_left(&limits).unwrap_or(recheck)), if closing.is_none() => {
+                    conn.time_left(&limits) == Some(Duration::ZERO)
                 }
-                () = conn.evicted(), if closing.is_none() => {
-                    connection.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-                }
-                _ = stopping.wait_for(|s| *s), if closing.is_none() => {
-                    connection.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-                }
+                () = conn.evicted(), if closing.is_none() => true,
+                _ = stopping.wait_for(|s| *s), if closing.is_none() => true,
                 () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
-                    // A request still in flight may finish (the drain timeout bounds it at
-                    // shutdown); an idle connection that did not close is dropped.
+                    // A request still working may finish (the drain timeout bounds it at
+                    // shutdown); one waiting on its client, which a graceful close cannot
+                    // reach through a full window, is dropped.
                     if conn.time_left(&limits).is_some() {
                         break;
                     }
-                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    false
                 }
+            };
+            if close {
+                connection.as_mut().graceful_shutdown();
+            }
+            if close || closing.is_some() {
+                closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
         }
         // Leaves the table only now that the connection is closed.

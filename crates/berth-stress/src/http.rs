@@ -246,13 +246,20 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// True when the server closed the connection (EOF or reset) within `wait`, false when
     /// the connection is still open.
     pub async fn closed_within(&mut self, wait: Duration) -> bool {
-        let mut buf = [0u8; 4096];
+        self.drain_within(wait).await.1
+    }
+
+    /// Reads and discards what arrives until the server closes the connection (EOF or reset)
+    /// or `wait` passes: the bytes read, and whether it was closed.
+    pub async fn drain_within(&mut self, wait: Duration) -> (usize, bool) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match tokio::time::timeout_at(deadline, self.0.read(&mut buf)).await {
-                Err(_) => return false,
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
+                Err(_) => return (read, false),
+                Ok(Ok(0)) | Ok(Err(_)) => return (read, true),
+                Ok(Ok(n)) => read += n,
             }
         }
     }

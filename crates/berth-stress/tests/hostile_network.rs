@@ -386,6 +386,62 @@ fn idle_plain_keepalive_connection_is_closed_after_idletimeout() {
     });
 }
 
+/// A client that asks for a large blob and then stops reading holds its response, and with it
+/// a storage handle: it is waiting on the client like an idle connection, and is cut after
+/// `idletimeout` rather than held for ever.
+#[test]
+fn a_response_the_client_stops_reading_is_cut_after_idletimeout() {
+    serially(async {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Berth::start(dir.path(), SHORT_TIMEOUTS);
+        // Larger than what loopback's socket buffers on both sides can hold.
+        let blob = berth_stress::content(7, 64 << 20);
+        let digest = berth_stress::sha256(&blob);
+        let mut c = Conn::connect(b.addr).await.unwrap();
+        let r = c
+            .request(
+                "POST",
+                &format!("/v2/stall/blobs/uploads/?digest={digest}"),
+                &[],
+                &blob,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "pushing the blob: {}", r.describe());
+
+        let mut c = Conn::connect(b.addr).await.unwrap();
+        let head = c.head("GET", &format!("/v2/stall/blobs/{digest}"), &[]);
+        c.write(&head).await.unwrap();
+        // Read nothing for longer than the limit (plus the connection's recheck and close
+        // grace), then take whatever the server still sends.
+        tokio::time::sleep(TIMEOUT * 3).await;
+        let (received, ended) = c.reader.drain_within(Duration::from_secs(20)).await;
+        eprintln!(
+            "stalled reader of a {} MiB blob: got {} MiB after resuming, then {}",
+            blob.len() >> 20,
+            received >> 20,
+            if ended {
+                "the connection ended"
+            } else {
+                "still open after 20 s"
+            }
+        );
+        assert!(ended, "the connection never ended");
+        assert!(
+            received < blob.len(),
+            "the whole blob arrived ({received} bytes): the stalled response was never cut"
+        );
+        // The server is fine and serves the blob to a reader that reads.
+        let mut c = Conn::connect(b.addr).await.unwrap();
+        let r = c
+            .request("GET", &format!("/v2/stall/blobs/{digest}"), &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert_eq!(r.body.len(), blob.len());
+    });
+}
+
 /// A self-signed certificate for `localhost` (PEM certificate, PEM key) and a client that
 /// trusts it.
 fn tls_pair() -> (String, String, tokio_rustls::TlsConnector) {

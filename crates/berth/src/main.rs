@@ -323,7 +323,7 @@ async fn run(
         tokio::spawn(async move { pin_expiry_loop(registry, grace).await });
     }
 
-    let limits = connection_limits(&config.http);
+    let limits = connection_limits(&config.http, raise_file_limit());
     let shutdown = shutdown_signal();
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -370,13 +370,12 @@ fn trusted_proxies(entries: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
-/// The connection limits of the `http` section. Timeouts under a second are raised to one (a
-/// zero would close every connection at once).
-fn connection_limits(http: &config::Http) -> berth_server::Limits {
+/// The connection limits of the `http` section, under the open-file limit `soft_limit`.
+/// Timeouts under a second are raised to one (a zero would close every connection at once).
+fn connection_limits(http: &config::Http, soft_limit: Option<u64>) -> berth_server::Limits {
     let at_least_1s = |d: std::time::Duration| d.max(std::time::Duration::from_secs(1));
-    let soft_limit = raise_file_limit();
     let max_connections = match http.maxconnections {
-        0 => berth_server::connections::default_max_connections(),
+        0 => berth_server::connections::max_connections_for(soft_limit),
         n => {
             if soft_limit.is_some_and(|soft| n as u64 > soft / 2) {
                 tracing::warn!(
