@@ -350,10 +350,9 @@ impl Registry {
         // What a collection set aside is judged by its run, as the collector itself judges
         // it: a rename keeps the file's old modification time, so the file's own age would
         // call a run in progress (here, or in another replica) interrupted.
-        let now_run = uuid::Uuid::new_v4();
         let abandoned = self
             .abandoned_runs(
-                &now_run,
+                None,
                 now,
                 now.checked_sub(options.grace_period).unwrap_or(now),
             )
@@ -367,6 +366,13 @@ impl Registry {
             };
             if !abandoned.contains(run) {
                 continue;
+            }
+            // The walk may be long past: a run live then may since have finished, deleting
+            // what it set aside and then its marker.
+            match self.driver().stat(&f.path).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
             }
             // Putting back is always safe; the next collection decides again.
             let repaired = options.repair && self.driver().move_to(&f.path, &target).await.is_ok();

@@ -230,7 +230,7 @@ impl Registry {
         tracing::info!(%run, dry_run = options.dry_run, delete_untagged = options.delete_untagged,
             grace_period = ?options.grace_period, "garbage collection started");
 
-        let abandoned = self.abandoned_runs(&run, t0, threshold).await?;
+        let abandoned = self.abandoned_runs(Some(&run), t0, threshold).await?;
 
         // The four walks are independent, so they run together (each is one blocking walk on
         // a filesystem, one paginated LIST on an object store). Their order does not matter
@@ -705,7 +705,7 @@ impl Registry {
     /// so a file whose run has no marker at all is abandoned too.
     pub(crate) async fn abandoned_runs(
         &self,
-        own: &uuid::Uuid,
+        own: Option<&uuid::Uuid>,
         t0: SystemTime,
         threshold: SystemTime,
     ) -> Result<AbandonedRuns> {
@@ -721,7 +721,7 @@ impl Registry {
                 }
             }
         }
-        live.insert(own.simple().to_string());
+        live.extend(own.map(|run| run.simple().to_string()));
         Ok(AbandonedRuns { live, dead })
     }
 

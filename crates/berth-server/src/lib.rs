@@ -173,16 +173,18 @@ fn client_address(request: &Request, trusted: &[ipnet::IpNet]) -> Option<std::ne
     if !is_trusted(&client) {
         return Some(client);
     }
+    // Split as bytes: a client's own non-ASCII entry on the left must not void the entries
+    // the proxies appended on its right.
     let hops = request
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .collect::<Vec<_>>();
     for hop in hops.iter().rev() {
         // An entry that does not parse was written by whoever the last trusted hop heard
         // from: stop at that hop rather than guess.
-        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+        let Some(ip) = forwarded_address(hop) else {
             break;
         };
         let ip = ip.to_canonical();
@@ -192,6 +194,15 @@ fn client_address(request: &Request, trusted: &[ipnet::IpNet]) -> Option<std::ne
         }
     }
     Some(client)
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port as some load
+/// balancers write it (`1.2.3.4:5678`, `[2001:db8::1]:5678`).
+fn forwarded_address(entry: &[u8]) -> Option<std::net::IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim();
+    text.parse::<std::net::IpAddr>()
+        .or_else(|_| text.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()
 }
 
 async fn handle(
@@ -397,5 +408,28 @@ mod tests {
         // Nothing, or garbage, from the proxy: the proxy itself.
         assert_eq!(address("10.0.0.2:1", &[]), some("10.0.0.2"));
         assert_eq!(address("10.0.0.2:1", &["1.1.1.1, bogus"]), some("10.0.0.2"));
+        // With ports; and a client's own non-ASCII entry does not hide what the proxy added.
+        assert_eq!(
+            address("10.0.0.2:1", &["198.51.100.1:5678"]),
+            some("198.51.100.1")
+        );
+        assert_eq!(
+            address("10.0.0.2:1", &["[2001:db8::1]:443"]),
+            some("2001:db8::1")
+        );
+        let mut request = Request::new(Body::empty());
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            "10.0.0.2:1"
+                .parse::<std::net::SocketAddr>()
+                .unwrap_or_else(|e| panic!("{e}")),
+        ));
+        request.headers_mut().append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7").unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(
+            client_address(&request, &trusted).map(|ip| ip.to_string()),
+            some("198.51.100.7")
+        );
     }
 }

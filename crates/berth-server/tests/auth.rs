@@ -618,6 +618,45 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
     task.abort();
 }
 
+/// A client opening many connections at once with the right password (docker pushing layers
+/// in parallel, a CI fleet behind one address) must never be refused: identical credentials
+/// share one check, which counts once, and a right one is un-counted.
+#[tokio::test]
+async fn parallel_right_passwords_are_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = berth_storage::FsDriver::new(dir.path().join("storage")).unwrap();
+    let registry = berth_registry::Registry::new(Arc::new(driver), Options::default());
+    let http = HttpOptions {
+        auth: Some(auth(dir.path(), None)),
+        ..HttpOptions::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(berth_server::serve(
+        listener,
+        berth_server::app(registry, http),
+        std::future::pending(),
+        std::time::Duration::from_secs(1),
+    ));
+    let requests = (0..3 * berth_server::auth::MAX_FAILURES).map(|_| {
+        // A client each: separate connections, all at once.
+        let client = plain_client();
+        async move {
+            client
+                .get(format!("http://127.0.0.1:{port}/v2/"))
+                .basic_auth("admin", Some("admin-pw"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    task.abort();
+}
+
 /// berth's own token server (`auth.tokenserver`): tokens carry exactly what the policy gives
 /// the caller, for the scopes asked for.
 #[tokio::test]

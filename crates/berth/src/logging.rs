@@ -4,9 +4,11 @@
 //! User names, header values and error messages carry client bytes into fields, and a field
 //! holding a newline would start a line of the client's making, an escape sequence would be
 //! obeyed by the terminal showing the log, and a space or `=` would add a field of the
-//! client's making (`user=x peer=10.0.0.1`). The JSON format is safe by construction
-//! (serde_json escapes and quotes); the text format runs every field, the message included,
-//! through [`Escaped`], and quotes a value with spaces, `=` or quotes in it, logfmt-style.
+//! client's making (`user=x peer=10.0.0.1`). The JSON format quotes every value and
+//! serde_json escapes the C0 controls; [`JsonEscaping`] escapes what it leaves raw (DEL, the
+//! C1 controls, line separators and bidirectional overrides). The text format runs every
+//! field, the message included, through [`Escaped`], and quotes a value with spaces, `=` or
+//! quotes in it, logfmt-style.
 //! Doing it in the formatter rather than at each call site means no call site can forget.
 
 use std::fmt::{self, Write as _};
@@ -53,7 +55,11 @@ pub fn init(log: &config::Log) -> Result<(), String> {
         .with_ansi(std::io::stderr().is_terminal());
     match log.formatter.as_deref().unwrap_or("text") {
         "text" => builder.fmt_fields(EscapedFields).init(),
-        "json" | "logstash" => builder.json().flatten_event(true).init(),
+        "json" | "logstash" => builder
+            .json()
+            .flatten_event(true)
+            .with_writer(|| JsonEscaping(std::io::stderr()))
+            .init(),
         other => {
             return Err(format!(
                 "log.formatter {other:?} is not one of text, json, logstash"
@@ -165,6 +171,36 @@ fn is_quoted(value: &str) -> bool {
     true
 }
 
+/// A JSON log line's writer that escapes, as `\uXXXX`, the characters [`needs_escape`] names
+/// and serde_json leaves raw (it escapes only those below U+0020, which never reach here).
+/// They can only occur inside JSON strings, where the escape means the same character.
+struct JsonEscaping<W>(W);
+
+impl<W: std::io::Write> std::io::Write for JsonEscaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes each event whole, so a character is never split here.
+        match std::str::from_utf8(buf) {
+            Ok(text) if text.contains(|c: char| c != '\n' && needs_escape(c)) => {
+                let mut escaped = String::with_capacity(text.len() + 16);
+                for c in text.chars() {
+                    if c != '\n' && needs_escape(c) {
+                        let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+                    } else {
+                        escaped.push(c);
+                    }
+                }
+                self.0.write_all(escaped.as_bytes())?;
+            }
+            _ => self.0.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -189,6 +225,20 @@ mod tests {
         );
         assert_eq!(escape("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
         assert_eq!(escape("ünïcode ✓"), "ünïcode ✓");
+    }
+
+    #[test]
+    fn json_lines_escape_what_serde_json_leaves_raw() {
+        use std::io::Write as _;
+        let mut out = JsonEscaping(Vec::new());
+        let line = "{\"user\":\"a\u{7f}b\u{9b}c\u{202e}d\\n\"}\n";
+        out.write_all(line.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let written = String::from_utf8(out.0).unwrap_or_default();
+        assert_eq!(written, "{\"user\":\"a\\u007fb\\u009bc\\u202ed\\n\"}\n");
+        let parsed: serde_json::Value =
+            serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed["user"], "a\u{7f}b\u{9b}c\u{202e}d\n");
     }
 
     #[test]

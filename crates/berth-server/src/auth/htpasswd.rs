@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +32,8 @@ pub struct Htpasswd {
     path: PathBuf,
     state: RwLock<Arc<Users>>,
     last_check: Mutex<Instant>,
+    /// The file changed on disk and has not been reloaded yet.
+    stale: AtomicBool,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     key: [u8; 32],
 }
@@ -119,6 +122,7 @@ impl Htpasswd {
             path,
             state: RwLock::new(Arc::new(users)),
             last_check: Mutex::new(Instant::now()),
+            stale: AtomicBool::new(false),
             verified: Mutex::new(HashMap::new()),
             key,
         })
@@ -131,16 +135,34 @@ impl Htpasswd {
         }
     }
 
-    /// Re-reads the file when its metadata changed since it was loaded.
-    fn maybe_reload(&self) {
+    /// Whether the file's metadata changed since it was loaded (looked at most every
+    /// [`RECHECK`]; a change stays known until [`Htpasswd::maybe_reload`] reloads). A stat,
+    /// cheap enough for the async path.
+    fn changed_on_disk(&self) -> bool {
+        if self.stale.load(Ordering::Acquire) {
+            return true;
+        }
         {
             let Ok(mut last) = self.last_check.lock() else {
-                return;
+                return false;
             };
             if last.elapsed() < RECHECK {
-                return;
+                return false;
             }
             *last = Instant::now();
+        }
+        let changed = stamp(&self.path) != self.users().stamp;
+        if changed {
+            self.stale.store(true, Ordering::Release);
+        }
+        changed
+    }
+
+    /// Re-reads the file when it changed since it was loaded. Blocking (it reads the file and
+    /// hashes the stand-in password at the file's highest cost).
+    fn maybe_reload(&self) {
+        if !self.changed_on_disk() || !self.stale.swap(false, Ordering::AcqRel) {
+            return;
         }
         let current = self.users();
         let now = stamp(&self.path);
@@ -183,23 +205,34 @@ impl Htpasswd {
         h.finalize().into()
     }
 
-    /// Whether `password` was verified as `user`'s within [`CACHE_TTL`]: cheap, unlike
-    /// [`Htpasswd::verify`]. False says nothing (it may just not be remembered).
-    pub fn remembered(&self, user: &str, password: &str) -> bool {
-        self.maybe_reload();
-        let key = self.cache_key(self.users().generation, user, password);
-        self.verified
-            .lock()
-            .is_ok_and(|v| v.get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL))
+    /// Names `user` with `password` under the file as loaded now, for sharing one check of
+    /// the same credentials; keyed, so it says nothing about the password.
+    pub(crate) fn check_key(&self, user: &str, password: &str) -> [u8; 32] {
+        self.cache_key(self.users().generation, user, password)
     }
 
-    /// Whether `password` is `user`'s. Blocking (bcrypt): call from a blocking thread.
+    fn cached(&self, key: &[u8; 32]) -> bool {
+        self.verified
+            .lock()
+            .is_ok_and(|v| v.get(key).is_some_and(|at| at.elapsed() < CACHE_TTL))
+    }
+
+    /// Whether `password` was verified as `user`'s within [`CACHE_TTL`], and the file has not
+    /// changed since: cheap, unlike [`Htpasswd::verify`]. False says nothing (it may just not
+    /// be remembered).
+    pub fn remembered(&self, user: &str, password: &str) -> bool {
+        !self.changed_on_disk() && self.cached(&self.check_key(user, password))
+    }
+
+    /// Whether `password` is `user`'s. Blocking (bcrypt, a reload): call from a blocking
+    /// thread.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        if self.remembered(user, password) {
-            return true;
-        }
+        self.maybe_reload();
         let users = self.users();
         let key = self.cache_key(users.generation, user, password);
+        if self.cached(&key) {
+            return true;
+        }
         let (hash, known) = match users.hashes.get(user) {
             Some(h) => (h.as_str(), true),
             None => (users.dummy.as_str(), false),

@@ -8,30 +8,33 @@
 //! Counts are kept per (client address, user name), so a client guessing one user's password
 //! locks out only that user from that address, not everyone behind the same proxy or NAT; and
 //! per address over all names, with a higher limit, so spraying many names from one address
-//! is bounded too. Unknown names are counted exactly like known ones, so a refusal says
-//! nothing about which names exist. A locked key stays locked for a whole window after its
-//! last counted guess, and `Retry-After` says how long that really is.
+//! is bounded too. An IPv6 client is counted by its /64, which one subscriber usually holds
+//! whole. Unknown names are counted exactly like known ones, so a refusal says nothing about
+//! which names exist. A key's count starts again after a [`FAILURE_WINDOW`] without a counted
+//! guess; a locked key stays locked until then, and `Retry-After` says how long that is.
 //!
 //! bcrypt is meant to be slow (about 300 ms at cost 12). Checks that miss the cache of
-//! recently verified passwords take a permit from [`Limiter::checking`], half the cores, so a
-//! burst of them leaves the other half to everyone else's requests.
+//! recently verified passwords take a permit from [`Limiter::checking`], half the cores, held
+//! by the blocking thread that runs the check, so a burst of them leaves the other half to
+//! everyone else's requests even when their clients hang up.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-/// Failed logins allowed for one user name from one client address within [`FAILURE_WINDOW`].
+/// Failed logins allowed for one user name from one client address, with no pause of a
+/// [`FAILURE_WINDOW`] between them.
 pub const MAX_FAILURES: u32 = 10;
-/// Failed logins allowed from one client address, over all user names, within the window.
+/// Failed logins allowed from one client address over all user names, likewise.
 pub const MAX_FAILURES_PER_ADDRESS: u32 = 100;
-/// The window failures are counted in, and how long a locked key then stays locked after its
-/// last counted guess.
+/// A key's count starts again after this long without a counted guess; a locked key is
+/// locked until then.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Counted keys at most; beyond it, expired ones are dropped.
+/// Counted keys beyond which expired ones are swept (at most once a second).
 const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,42 +53,60 @@ impl Key {
     }
 }
 
+/// Failures counted for one key since its last pause of a [`FAILURE_WINDOW`].
 #[derive(Debug, Clone, Copy)]
-struct Window {
-    started: Instant,
-    count: u32,
+struct Count {
+    failures: u32,
     last: Instant,
 }
 
-impl Window {
-    /// When this key may try again, if it is locked at `now`.
-    fn locked_until(&self, limit: u32, now: Instant) -> Option<Instant> {
-        let until = self.last + FAILURE_WINDOW;
-        (self.count >= limit && now < until).then_some(until)
+impl Count {
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.last) >= FAILURE_WINDOW
     }
 
-    fn expired(&self, now: Instant) -> bool {
-        now.duration_since(self.started) >= FAILURE_WINDOW
-            && now.duration_since(self.last) >= FAILURE_WINDOW
+    /// When this key may try again, if it is locked at `now`.
+    fn locked_until(&self, limit: u32, now: Instant) -> Option<Instant> {
+        (self.failures >= limit && !self.expired(now)).then_some(self.last + FAILURE_WINDOW)
     }
+}
+
+#[derive(Debug)]
+struct Counts {
+    by_key: HashMap<Key, Count>,
+    swept: Instant,
 }
 
 /// The failed-login counts of one [`crate::Auth`].
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    counts: Mutex<HashMap<Key, Window>>,
+    counts: Mutex<Counts>,
     names: std::collections::hash_map::RandomState,
-    checking: Semaphore,
+    checking: Arc<Semaphore>,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Limiter {
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts {
+                by_key: HashMap::new(),
+                swept: Instant::now(),
+            }),
             names: std::collections::hash_map::RandomState::new(),
-            checking: Semaphore::new((cores / 2).max(1)),
+            checking: Arc::new(Semaphore::new((cores / 2).max(1))),
         }
+    }
+}
+
+/// The address a client is counted by: an IPv6 address by its /64.
+fn counted_address(peer: Option<IpAddr>) -> Option<IpAddr> {
+    match peer? {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            Some(IpAddr::V6(prefix.into()))
+        }
+        other => Some(other.to_canonical()),
     }
 }
 
@@ -97,8 +118,28 @@ pub(crate) struct Attempt<'a> {
 }
 
 impl Limiter {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Window>> {
+    fn lock(&self) -> MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keys(&self, peer: Option<IpAddr>, user: Option<&str>) -> Vec<Key> {
+        let address = counted_address(peer);
+        let mut keys = vec![Key::Address(address)];
+        if let Some(user) = user {
+            keys.push(Key::User(address, self.names.hash_one(user)));
+        }
+        keys
+    }
+
+    /// How long until `peer` may try again for `user`, if it is locked out now; counts nothing.
+    pub(crate) fn locked(&self, peer: Option<IpAddr>, user: Option<&str>) -> Option<Duration> {
+        let now = Instant::now();
+        let counts = self.lock();
+        self.keys(peer, user)
+            .iter()
+            .filter_map(|k| counts.by_key.get(k)?.locked_until(k.limit(), now))
+            .max()
+            .map(|until| until - now)
     }
 
     /// Counts a guess from `peer` for `user` (`None`: credentials that did not even parse):
@@ -108,38 +149,35 @@ impl Limiter {
         peer: Option<IpAddr>,
         user: Option<&str>,
     ) -> Result<Attempt<'_>, Duration> {
-        let mut keys = vec![Key::Address(peer)];
-        if let Some(user) = user {
-            keys.push(Key::User(peer, self.names.hash_one(user)));
-        }
+        let keys = self.keys(peer, user);
         let now = Instant::now();
         let mut counts = self.lock();
-        if counts.len() >= MAX_KEYS {
-            counts.retain(|_, w| !w.expired(now));
+        // Sweep when big, but not on every guess: a map full of live keys would make each
+        // guess a walk of it.
+        if counts.by_key.len() >= MAX_KEYS
+            && now.duration_since(counts.swept) >= Duration::from_secs(1)
+        {
+            counts.by_key.retain(|_, c| !c.expired(now));
+            counts.swept = now;
         }
         let locked = keys
             .iter()
-            .filter_map(|k| counts.get(k).and_then(|w| w.locked_until(k.limit(), now)))
+            .filter_map(|k| counts.by_key.get(k)?.locked_until(k.limit(), now))
             .max();
         if let Some(until) = locked {
             return Err(until - now);
         }
         for key in &keys {
-            let w = counts.entry(*key).or_insert(Window {
-                started: now,
-                count: 0,
+            let c = counts.by_key.entry(*key).or_insert(Count {
+                failures: 0,
                 last: now,
             });
-            if w.expired(now) || (w.count >= key.limit()) {
-                *w = Window {
-                    started: now,
-                    count: 0,
-                    last: now,
-                };
+            if c.expired(now) {
+                c.failures = 0;
             }
-            w.count += 1;
-            w.last = now;
-            if w.count == key.limit() {
+            c.failures += 1;
+            c.last = now;
+            if c.failures == key.limit() {
                 tracing::warn!(
                     peer = ?peer,
                     per = if matches!(key, Key::Address(_)) { "address" } else { "user" },
@@ -154,9 +192,10 @@ impl Limiter {
         })
     }
 
-    /// A permit to run one bcrypt check; waits while half the cores are already at it.
-    pub(crate) async fn checking(&self) -> Option<SemaphorePermit<'_>> {
-        self.checking.acquire().await.ok()
+    /// A permit to run one bcrypt check; waits while half the cores are already at it. Move
+    /// it into the thread that checks, so it is held as long as the check runs.
+    pub(crate) async fn checking(&self) -> Option<OwnedSemaphorePermit> {
+        self.checking.clone().acquire_owned().await.ok()
     }
 }
 
@@ -165,10 +204,68 @@ impl Attempt<'_> {
     pub(crate) fn succeeded(self) {
         let mut counts = self.limiter.lock();
         for key in &self.keys {
-            if let Some(w) = counts.get_mut(key) {
-                w.count = w.count.saturating_sub(1);
+            if let Some(c) = counts.by_key.get_mut(key) {
+                c.failures = c.failures.saturating_sub(1);
+                if c.failures == 0 {
+                    counts.by_key.remove(key);
+                }
             }
         }
+    }
+}
+
+/// Checks of one user and password in progress, so identical credentials sent in parallel
+/// (a client opening several connections at once) share one bcrypt check and count once.
+#[derive(Debug, Default)]
+pub(crate) struct SharedChecks {
+    running: Mutex<HashMap<[u8; 32], watch::Receiver<Option<bool>>>>,
+}
+
+/// Whose turn it is to check a password.
+pub(crate) enum Turn<'a> {
+    /// The same check is running: wait for its answer (an error: it was abandoned, try again).
+    Wait(watch::Receiver<Option<bool>>),
+    /// Run it, and [`Leader::finish`] with the answer.
+    Run(Leader<'a>),
+}
+
+/// The one running a shared check; leaves the table when dropped, answered or not.
+pub(crate) struct Leader<'a> {
+    checks: &'a SharedChecks,
+    key: [u8; 32],
+    answer: watch::Sender<Option<bool>>,
+}
+
+impl SharedChecks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], watch::Receiver<Option<bool>>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the check of the credentials `key` names, or starts it.
+    pub(crate) fn turn(&self, key: [u8; 32]) -> Turn<'_> {
+        let mut running = self.lock();
+        if let Some(rx) = running.get(&key) {
+            return Turn::Wait(rx.clone());
+        }
+        let (answer, rx) = watch::channel(None);
+        running.insert(key, rx);
+        Turn::Run(Leader {
+            checks: self,
+            key,
+            answer,
+        })
+    }
+}
+
+impl Leader<'_> {
+    pub(crate) fn finish(self, ok: bool) {
+        let _ = self.answer.send(Some(ok));
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.checks.lock().remove(&self.key);
     }
 }
 
@@ -220,5 +317,29 @@ mod tests {
         assert!(limiter.attempt(A, Some("carol")).is_err());
         assert!(limiter.attempt(A, None).is_err());
         assert!(limiter.attempt(B, Some("carol")).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let limiter = Limiter::default();
+        let host = |n: u16| {
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0, 1, 0, 0, 0, n,
+            )))
+        };
+        for n in 0..MAX_FAILURES as u16 {
+            let _failure = limiter.attempt(host(n), Some("alice")).unwrap();
+        }
+        assert!(limiter.locked(host(999), Some("alice")).is_some());
+        let other = Some(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 2, 0, 0, 0, 1,
+        )));
+        assert!(limiter.locked(other, Some("alice")).is_none());
+        // IPv4 and IPv4-mapped IPv6 are one client.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            let _failure = limiter.attempt(Some(mapped), Some("bob")).unwrap();
+        }
+        assert!(limiter.locked(A, Some("bob")).is_some());
     }
 }

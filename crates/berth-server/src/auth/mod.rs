@@ -156,6 +156,7 @@ pub struct Auth {
     /// berth's own token server (`auth.tokenserver`), with htpasswd only.
     issuer: Option<TokenIssuer>,
     limiter: limiter::Limiter,
+    checks: limiter::SharedChecks,
 }
 
 enum Method_ {
@@ -187,6 +188,7 @@ impl Auth {
             policy,
             issuer: None,
             limiter: limiter::Limiter::default(),
+            checks: limiter::SharedChecks::default(),
         }
     }
 
@@ -205,6 +207,7 @@ impl Auth {
             policy: None,
             issuer: None,
             limiter: limiter::Limiter::default(),
+            checks: limiter::SharedChecks::default(),
         }
     }
 
@@ -348,21 +351,45 @@ impl Auth {
         if user.is_empty() && password.is_empty() {
             return Ok(Caller::Anonymous);
         }
-        let attempt = self
-            .limiter
-            .attempt(peer, Some(&user))
-            .map_err(Refusal::TooMany)?;
-        let ok = if file.remembered(&user, &password) {
-            true
-        } else {
-            let _permit = self.limiter.checking().await;
-            let (file, u) = (file.clone(), user.clone());
-            tokio::task::spawn_blocking(move || file.verify(&u, &password))
-                .await
-                .unwrap_or(false)
+        if let Some(left) = self.limiter.locked(peer, Some(&user)) {
+            return Err(Refusal::TooMany(left));
+        }
+        // A password verified recently is right: nothing to count or check (a locked-out
+        // client was refused above, so this is no way around the limit).
+        if file.remembered(&user, &password) {
+            return Ok(Caller::User(user));
+        }
+        let ok = loop {
+            match self.checks.turn(file.check_key(&user, &password)) {
+                // The same user and password are being checked: that check counted, this
+                // guess adds nothing, so it waits for the answer.
+                limiter::Turn::Wait(mut answer) => {
+                    if let Ok(ok) = answer.wait_for(Option::is_some).await.map(|a| *a) {
+                        break ok.unwrap_or(false);
+                    }
+                }
+                limiter::Turn::Run(leader) => {
+                    let attempt = self
+                        .limiter
+                        .attempt(peer, Some(&user))
+                        .map_err(Refusal::TooMany)?;
+                    let permit = self.limiter.checking().await;
+                    let (file, u, p) = (file.clone(), user.clone(), password.clone());
+                    let ok = tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        file.verify(&u, &p)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    leader.finish(ok);
+                    if ok {
+                        attempt.succeeded();
+                    }
+                    break ok;
+                }
+            }
         };
         if ok {
-            attempt.succeeded();
             Ok(Caller::User(user))
         } else {
             tracing::info!(user = %user, peer = ?peer, "authentication failed");
