@@ -9,6 +9,7 @@
 
 mod fs;
 mod path;
+#[cfg(feature = "s3")]
 mod s3;
 
 use std::io;
@@ -21,6 +22,7 @@ use futures_util::Stream;
 
 pub use fs::FsDriver;
 pub use path::{InvalidPath, StoragePath};
+#[cfg(feature = "s3")]
 pub use s3::{S3Driver, S3Options};
 
 /// A stream of file content.
