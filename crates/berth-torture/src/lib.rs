@@ -15,7 +15,7 @@ pub mod disk;
 pub mod server;
 
 use bytes::Bytes;
-use rand::{RngCore, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use sha2::Digest as _;
 
 /// `sha256:<hex>` of `data`.

@@ -19,7 +19,7 @@ use berth_torture::{Desc, content, image_manifest, sha256};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const SEED: u64 = 0x6265_7274_685f_6b39;
 /// Kills per run; `BERTH_TORTURE_KILLS` overrides it for a longer soak.

@@ -19,7 +19,7 @@ use berth_torture::server::{Berth, berth_bin};
 use berth_torture::{Desc, content, image_manifest, sha256};
 use bytes::Bytes;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const CLIENTS: u64 = 8;
 const SHARED_LAYERS: u64 = 6;

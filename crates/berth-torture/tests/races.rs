@@ -17,7 +17,7 @@ use berth_torture::server::Berth;
 use berth_torture::{content, hex_of, image_manifest, sha256};
 use bytes::Bytes;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const SEED: u64 = 0x7261_6365_7321;
 const CLIENTS: usize = 16;
