@@ -734,15 +734,14 @@ fn not_found(path: &StoragePath) -> StorageError {
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and RFC 3986's unreserved set.
 fn percent_encode(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    /// Everything but RFC 3986's unreserved characters and the key's own `/`.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, ENCODED).to_string()
 }
 
 #[async_trait]
