@@ -10,7 +10,7 @@
 //! not reported at all). Tags and revisions
 //! that name missing content are reported, never removed: that is the operator's decision.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use berth_oci::{Digest, Hasher, RepoName};
@@ -300,25 +300,18 @@ impl Registry {
         }
 
         // Leftovers: upload sessions, temporaries, quarantines.
-        let mut sessions: HashMap<StoragePath, (HashSet<String>, SystemTime)> = HashMap::new();
-        for (f, e) in &classified {
-            if let Entry::Upload(_, _, name) = e {
-                let slot = sessions
-                    .entry(f.path.parent())
-                    .or_insert((HashSet::new(), f.modified));
-                slot.0.insert(name.clone());
-                slot.1 = slot.1.max(f.modified);
-            }
-        }
-        for (dir, (names, newest)) in sessions {
-            let incomplete = !names.contains("data") || !names.contains("startedat");
-            let age = now.duration_since(newest).unwrap_or_default();
-            let stale = age > options.upload_age;
-            if (incomplete && age > options.grace_period) || stale {
-                let repaired = options.repair && self.driver().delete(&dir).await.is_ok();
+        let sessions = crate::sessions::sessions_of(classified.iter().map(|(f, e)| (f, e)));
+        for session in sessions {
+            let age = session.age(now);
+            // One missing `data` or `startedat` was cut short by a crash: past the grace
+            // period, no upload is still writing it.
+            let incomplete = !session.complete();
+            if (incomplete && age > options.grace_period) || session.stale(now, options.upload_age)
+            {
+                let repaired = options.repair && self.remove_stored_session(&session).await.is_ok();
                 report.add(
                     "orphaned-upload",
-                    &dir,
+                    &session.dir,
                     format!(
                         "upload session {} untouched for {}s",
                         if incomplete {

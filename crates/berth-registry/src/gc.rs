@@ -182,8 +182,8 @@ struct RepoTree {
     tags: Vec<(RepoName, Tag, StoragePath)>,
     /// Tag history links, by repository and digest.
     tag_index: TagIndex,
-    /// Upload sessions: directory, and when it started.
-    uploads: HashMap<StoragePath, (String, crate::UploadId, SystemTime)>,
+    /// Upload sessions.
+    uploads: Vec<crate::sessions::StoredSession>,
 }
 
 /// Walks `path`; an absent root is an empty tree. Any other failure stops the run: a walk
@@ -451,6 +451,7 @@ impl Registry {
     /// One walk of `repositories/`, sorted into what the collector needs.
     async fn walk_repositories(&self) -> Result<RepoTree> {
         let mut tree = RepoTree::default();
+        let mut uploads = Vec::new();
         for file in walk_or_empty(self, &layout::repositories_root()).await? {
             match layout::classify(&file.path) {
                 Some(Entry::Revision(repo, digest)) => {
@@ -466,19 +467,11 @@ impl Registry {
                     .entry((repo, digest))
                     .or_default()
                     .push(file.path.parent()),
-                Some(Entry::Upload(repo, id, _)) => {
-                    let slot = tree.uploads.entry(file.path.parent()).or_insert((
-                        format!("{repo}/{}", id.as_str()),
-                        id,
-                        file.modified,
-                    ));
-                    // A session's age is that of its newest file: `data` is appended on every
-                    // chunk, so a slow upload that is still moving is never purged.
-                    slot.2 = slot.2.max(file.modified);
-                }
+                Some(e @ Entry::Upload(..)) => uploads.push((file, e)),
                 _ => {}
             }
         }
+        tree.uploads = crate::sessions::sessions_of(uploads.iter().map(|(f, e)| (f, e)));
         Ok(tree)
     }
 
@@ -744,15 +737,12 @@ impl Registry {
     ) -> Result<()> {
         let now = SystemTime::now();
         if let Some(age) = options.upload_age {
-            for (dir, (name, id, started)) in &tree.uploads {
-                if now.duration_since(*started).is_ok_and(|a| a > age) {
-                    tracing::info!(upload = %name, dry_run = options.dry_run, "stale upload session purged");
-                    if !options.dry_run {
-                        ignore_not_found(self.driver().delete(dir).await)?;
-                        self.inner.uploads.forget(id);
-                    }
-                    report.uploads_purged.push(name.clone());
+            for session in tree.uploads.iter().filter(|s| s.stale(now, age)) {
+                tracing::info!(upload = %session.name(), dry_run = options.dry_run, "stale upload session purged");
+                if !options.dry_run {
+                    self.remove_stored_session(session).await?;
                 }
+                report.uploads_purged.push(session.name());
             }
         }
         for tmp in temporaries.into_iter().filter(|t| t.modified < threshold) {

@@ -18,6 +18,7 @@ mod maintenance;
 mod manifests;
 mod pins;
 mod referrers;
+mod sessions;
 mod tagindex;
 mod uploads;
 
@@ -30,7 +31,7 @@ pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use listing::{Page, path_order};
-pub use maintenance::PurgeReport;
+pub use maintenance::{Maintenance, PurgeReport, Purging};
 pub use manifests::{ManifestRead, PutManifest};
 pub use referrers::ReferrersIndex;
 pub use uploads::{UploadId, UploadStatus};

@@ -1,14 +1,38 @@
-//! Housekeeping: purging upload sessions that were abandoned.
+//! Housekeeping while berth serves: which background loops run, and upload purging.
 //!
-//! Distribution's `uploadpurging`: sessions whose `startedat` is older than `age` are removed,
-//! or only reported in dry-run mode. The age comes from the `startedat` file's modification
-//! time, which is when it was written, so sessions written by Distribution purge the same way.
+//! [`Registry::start_maintenance`] is the one place that decides, from
+//! `storage.maintenance`, what runs: Distribution's `uploadpurging` (sessions older than `age`
+//! removed, or only reported in dry-run mode; how old a session is, `sessions.rs` decides, as
+//! it does for garbage collection and `check`), berth's online garbage collection, and, when
+//! no collection removes them, the expiry of old pins. A read-only registry runs none.
 
 use std::time::{Duration, SystemTime};
 
-use berth_oci::RepoName;
+use crate::{GcOptions, Registry, Result};
 
-use crate::{Registry, Result, layout};
+/// `storage.maintenance.uploadpurging`, when enabled.
+#[derive(Debug, Clone, Copy)]
+pub struct Purging {
+    /// Sessions older than this are purged.
+    pub age: Duration,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Report, remove nothing.
+    pub dry_run: bool,
+}
+
+/// What runs in the background while berth serves (`storage.maintenance`).
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// `readonly.enabled`: nothing runs.
+    pub read_only: bool,
+    /// Upload purging, when enabled.
+    pub purging: Option<Purging>,
+    /// Online garbage collection and the time between passes, when enabled.
+    pub collection: Option<(GcOptions, Duration)>,
+    /// `garbagecollect.graceperiod`: pins older than twice this expire.
+    pub grace_period: Duration,
+}
 
 /// What one purge pass found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,77 +42,86 @@ pub struct PurgeReport {
 }
 
 impl Registry {
+    /// Starts the background loops `plan` asks for, for as long as the runtime runs.
+    pub fn start_maintenance(&self, plan: Maintenance) {
+        if plan.read_only {
+            return;
+        }
+        if let Some(purging) = plan.purging {
+            tokio::spawn(self.clone().purge_loop(purging));
+        }
+        // Collections remove expired pins; without them (a dry run removes nothing), the
+        // pin expiry loop does (pins.rs).
+        if plan.collection.as_ref().is_none_or(|(o, _)| o.dry_run) {
+            tokio::spawn(self.clone().pin_expiry_loop(plan.grace_period));
+        }
+        if let Some((options, interval)) = plan.collection {
+            tokio::spawn(self.clone().gc_loop(options, interval));
+        }
+    }
+
+    async fn purge_loop(self, purging: Purging) {
+        // The first pass comes soon after start, so a registry restarted more often than the
+        // interval still purges.
+        let interval = purging.interval.max(Duration::from_secs(1));
+        let mut wait = interval.min(Duration::from_secs(60));
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = interval;
+            match self.purge_uploads(purging.age, purging.dry_run).await {
+                Ok(report) => tracing::info!(
+                    purged = report.purged.len(),
+                    dry_run = purging.dry_run,
+                    "upload purge finished"
+                ),
+                Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+            }
+        }
+    }
+
+    /// Removes pins older than twice the grace period, once a grace period. Twice: a
+    /// collection run elsewhere (`berth garbage-collect`, another replica) relies on pins
+    /// younger than its start minus the grace period.
+    async fn pin_expiry_loop(self, grace: Duration) {
+        let interval = grace.max(Duration::from_secs(60));
+        let mut wait = Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = interval;
+            match self.expire_pins(grace.saturating_mul(2)).await {
+                Ok(removed) => tracing::info!(removed, "expired pins removed"),
+                Err(e) => tracing::warn!(error = %e, "removing expired pins failed"),
+            }
+        }
+    }
+
+    /// Online garbage collection: one pass every `interval`. Pushes need no pause: pins, the
+    /// grace period and quarantine keep them safe (gc.rs).
+    async fn gc_loop(self, options: GcOptions, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            // The pass logs its own progress and results.
+            if let Err(e) = self.garbage_collect(&options).await {
+                tracing::warn!(error = %e, "garbage collection failed");
+            }
+        }
+    }
+
     /// Removes (or, with `dry_run`, lists) upload sessions older than `age`.
     pub async fn purge_uploads(&self, age: Duration, dry_run: bool) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
         let now = SystemTime::now();
-        let repos = self.catalog_all_repos_with_uploads().await?;
-        for repo in repos {
-            let dir = layout::uploads_dir(&repo);
-            let ids = match self.driver().list(&dir).await {
-                Ok(ids) => ids,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for id in ids {
-                let Ok(session) = dir.join(&id) else { continue };
-                let started = match session.join("startedat") {
-                    Ok(p) => self.driver().stat(&p).await,
-                    Err(_) => continue,
-                };
-                // A session without startedat is judged by its directory's age.
-                let modified = match started {
-                    Ok(m) => m.modified,
-                    Err(_) => match self.driver().stat(&session).await {
-                        Ok(m) => m.modified,
-                        Err(_) => continue,
-                    },
-                };
-                let old = now.duration_since(modified).is_ok_and(|a| a > age);
-                if !old {
-                    continue;
-                }
-                report.purged.push(format!("{repo}/{id}"));
-                if dry_run {
-                    tracing::info!(repository = %repo, upload = %id, "upload purge (dry run) would remove");
-                } else if let Err(e) = self.driver().delete(&session).await
-                    && !e.is_not_found()
-                {
-                    tracing::warn!(error = %e, "could not purge upload session");
-                }
+        for session in self.stored_sessions().await? {
+            if !session.stale(now, age) {
+                continue;
+            }
+            report.purged.push(session.name());
+            if dry_run {
+                tracing::info!(upload = %session.name(), "upload purge (dry run) would remove");
+            } else if let Err(e) = self.remove_stored_session(&session).await {
+                tracing::warn!(upload = %session.name(), error = %e, "could not purge upload session");
             }
         }
         Ok(report)
-    }
-
-    /// Every repository directory that has an `_uploads` folder, even ones with no manifest
-    /// yet (a first push interrupted before its manifest).
-    async fn catalog_all_repos_with_uploads(&self) -> Result<Vec<RepoName>> {
-        let mut found = Vec::new();
-        let mut pending = vec![(layout::repositories_root(), String::new())];
-        while let Some((dir, name)) = pending.pop() {
-            let children = match self.driver().list(&dir).await {
-                Ok(c) => c,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for child in children {
-                if child == "_uploads" {
-                    if let Ok(repo) = RepoName::parse(&name) {
-                        found.push(repo);
-                    }
-                } else if !child.starts_with('_')
-                    && let Ok(path) = dir.join(&child)
-                {
-                    let n = if name.is_empty() {
-                        child
-                    } else {
-                        format!("{name}/{child}")
-                    };
-                    pending.push((path, n));
-                }
-            }
-        }
-        Ok(found)
     }
 }

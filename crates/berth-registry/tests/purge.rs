@@ -50,3 +50,36 @@ async fn purging_an_empty_root_is_a_no_op() {
         .unwrap();
     assert!(report.purged.is_empty());
 }
+
+/// A session's age is that of its newest file, the rule purging shares with collection and
+/// `check`: one started long ago that received a chunk just now is still moving and kept.
+#[tokio::test]
+async fn a_session_still_receiving_chunks_is_not_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let moving = reg.start_upload(&repo).await.unwrap();
+    let abandoned = reg.start_upload(&repo).await.unwrap();
+    let status = std::process::Command::new("find")
+        .arg(dir.path())
+        .args(["-exec", "touch", "-h", "-d", "2 hours ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let chunk: berth_registry::ByteStream = Box::pin(futures_util::stream::once(async {
+        Ok(bytes::Bytes::from_static(b"a chunk"))
+    }));
+    reg.append_chunk(&repo, &moving.id, None, chunk)
+        .await
+        .unwrap();
+
+    let report = reg
+        .purge_uploads(Duration::from_secs(3600), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.purged,
+        vec![format!("team/app/{}", abandoned.id.as_str())]
+    );
+    assert_eq!(reg.upload_status(&repo, &moving.id).await.unwrap().size, 7);
+}

@@ -294,34 +294,26 @@ async fn run(
         trusted_proxies: trusted_proxies(&config.http.trustedproxies)?,
     };
 
-    let purging = &config.storage.maintenance.uploadpurging;
-    if purging.enabled && !config.storage.maintenance.readonly.enabled {
-        let (registry, age, interval, dry_run) = (
-            registry.clone(),
-            purging.age,
-            purging.interval,
-            purging.dryrun,
-        );
-        tokio::spawn(async move { purge_loop(registry, age, interval, dry_run).await });
-    }
-
-    let gc = &config.storage.maintenance.garbagecollect;
-    if gc.enabled && !config.storage.maintenance.readonly.enabled {
-        let options = berth_registry::GcOptions {
-            dry_run: gc.dryrun,
-            delete_untagged: gc.deleteuntagged,
-            grace_period: gc.graceperiod,
-            upload_age: upload_age(&config),
-        };
-        let (registry, interval) = (registry.clone(), gc.interval);
-        tokio::spawn(async move { gc_loop(registry, options, interval).await });
-    }
-    if (!gc.enabled || gc.dryrun) && !config.storage.maintenance.readonly.enabled {
-        // Collections remove expired pins; without them (a dry run removes nothing), this
-        // does (pins.rs).
-        let (registry, grace) = (registry.clone(), gc.graceperiod);
-        tokio::spawn(async move { pin_expiry_loop(registry, grace).await });
-    }
+    let maintenance = &config.storage.maintenance;
+    let (purging, gc) = (&maintenance.uploadpurging, &maintenance.garbagecollect);
+    registry.start_maintenance(berth_registry::Maintenance {
+        read_only: maintenance.readonly.enabled,
+        purging: purging.enabled.then_some(berth_registry::Purging {
+            age: purging.age,
+            interval: purging.interval,
+            dry_run: purging.dryrun,
+        }),
+        collection: gc.enabled.then(|| {
+            let options = berth_registry::GcOptions {
+                dry_run: gc.dryrun,
+                delete_untagged: gc.deleteuntagged,
+                grace_period: gc.graceperiod,
+                upload_age: upload_age(&config),
+            };
+            (options, gc.interval)
+        }),
+        grace_period: gc.graceperiod,
+    });
 
     let limits = connection_limits(&config.http, raise_file_limit());
     let shutdown = shutdown_signal();
@@ -521,62 +513,6 @@ fn build_auth(auth: Option<&config::Auth>) -> Result<Option<Arc<berth_server::Au
         built = built.with_token_server(issuer);
     }
     Ok(Some(Arc::new(built)))
-}
-
-async fn purge_loop(
-    registry: Registry,
-    age: std::time::Duration,
-    interval: std::time::Duration,
-    dry_run: bool,
-) {
-    // The first pass comes soon after start, so a registry restarted more often than the
-    // interval still purges.
-    let interval = interval.max(std::time::Duration::from_secs(1));
-    let mut wait = interval.min(std::time::Duration::from_secs(60));
-    loop {
-        tokio::time::sleep(wait).await;
-        wait = interval;
-        match registry.purge_uploads(age, dry_run).await {
-            Ok(report) => tracing::info!(
-                purged = report.purged.len(),
-                dry_run,
-                "upload purge finished"
-            ),
-            Err(e) => tracing::warn!(error = %e, "upload purge failed"),
-        }
-    }
-}
-
-/// Removes pins older than twice the grace period, once a grace period, when no online
-/// garbage collection does it. Twice: a collection run elsewhere (`berth garbage-collect`,
-/// another replica) relies on pins younger than its start minus the grace period.
-async fn pin_expiry_loop(registry: Registry, grace: std::time::Duration) {
-    let interval = grace.max(std::time::Duration::from_secs(60));
-    let mut wait = std::time::Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(wait).await;
-        wait = interval;
-        match registry.expire_pins(grace.saturating_mul(2)).await {
-            Ok(removed) => tracing::info!(removed, "expired pins removed"),
-            Err(e) => tracing::warn!(error = %e, "removing expired pins failed"),
-        }
-    }
-}
-
-/// Online garbage collection: one pass every `interval`, for as long as the server runs.
-/// Pushes need no pause: pins, the grace period and quarantine keep them safe (gc.rs).
-async fn gc_loop(
-    registry: Registry,
-    options: berth_registry::GcOptions,
-    interval: std::time::Duration,
-) {
-    loop {
-        tokio::time::sleep(interval).await;
-        // The pass logs its own progress and results.
-        if let Err(e) = registry.garbage_collect(&options).await {
-            tracing::warn!(error = %e, "garbage collection failed");
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
