@@ -17,4 +17,4 @@ pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error_code::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError, ManifestKind, media_types};
 pub use name::{NameError, Reference, RepoName, Tag};
-pub use range::{ByteRange, ContentRange, RangeError};
+pub use range::{ByteRange, ContentRange, RangeError, RangeRequest};

@@ -39,6 +39,32 @@ impl ByteRange {
     /// Parses a `Range` request header against content of `total` bytes. `Ok(None)` means
     /// "serve the whole content" (a form we do not honour, such as several ranges).
     pub fn parse_request(header: &str, total: u64) -> Result<Option<ByteRange>, RangeError> {
+        match RangeRequest::parse(header)? {
+            None => Ok(None),
+            Some(request) => request.resolve(total).map(Some),
+        }
+    }
+}
+
+/// A `Range` request header as the client wrote it, before the content's length is known:
+/// what the HTTP layer hands the registry, which resolves it against the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// `bytes=a-b`, or `bytes=a-` (`end` is `None`): from `start` on.
+    From {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive, if given.
+        end: Option<u64>,
+    },
+    /// `bytes=-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+impl RangeRequest {
+    /// Parses a `Range` header. `Ok(None)` for a form served as the whole content (several
+    /// ranges, which RFC 9110 lets a server ignore).
+    pub fn parse(header: &str) -> Result<Option<RangeRequest>, RangeError> {
         let malformed = || RangeError::Malformed(header.chars().take(80).collect());
         let spec = header.trim().strip_prefix("bytes=").ok_or_else(malformed)?;
         if spec.contains(',') {
@@ -52,29 +78,39 @@ impl ByteRange {
             s.parse().map_err(|_| malformed())
         };
         if a.is_empty() {
-            // Suffix range: the last n bytes.
-            let n = num(b)?;
-            if n == 0 || total == 0 {
-                return Err(RangeError::Unsatisfiable);
-            }
-            let n = n.min(total);
-            return Ok(Some(ByteRange {
-                start: total - n,
-                end: total - 1,
-            }));
+            return Ok(Some(RangeRequest::Suffix(num(b)?)));
         }
         let start = num(a)?;
-        let end = if b.is_empty() { u64::MAX } else { num(b)? };
-        if end < start {
+        let end = if b.is_empty() { None } else { Some(num(b)?) };
+        if end.is_some_and(|end| end < start) {
             return Err(malformed());
         }
-        if start >= total {
-            return Err(RangeError::Unsatisfiable);
+        Ok(Some(RangeRequest::From { start, end }))
+    }
+
+    /// The bytes this asks for of content `total` bytes long.
+    pub fn resolve(self, total: u64) -> Result<ByteRange, RangeError> {
+        match self {
+            RangeRequest::Suffix(n) => {
+                if n == 0 || total == 0 {
+                    return Err(RangeError::Unsatisfiable);
+                }
+                let n = n.min(total);
+                Ok(ByteRange {
+                    start: total - n,
+                    end: total - 1,
+                })
+            }
+            RangeRequest::From { start, end } => {
+                if start >= total {
+                    return Err(RangeError::Unsatisfiable);
+                }
+                Ok(ByteRange {
+                    start,
+                    end: end.unwrap_or(u64::MAX).min(total - 1),
+                })
+            }
         }
-        Ok(Some(ByteRange {
-            start,
-            end: end.min(total - 1),
-        }))
     }
 }
 

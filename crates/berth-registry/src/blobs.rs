@@ -4,7 +4,7 @@
 //! configs, or a manifest revision link for manifests fetched through the blob endpoint. The
 //! blob store itself is global and content-addressed; links are what keep repositories apart.
 
-use berth_oci::{ByteRange, Digest, RepoName};
+use berth_oci::{ByteRange, Digest, RangeRequest, RepoName};
 
 use crate::{ByteStream, Error, Registry, Result, layout, read_link};
 
@@ -52,25 +52,18 @@ impl Registry {
         }
     }
 
-    /// Opens a blob for streaming; `range` is the raw `Range` header, if any.
+    /// Opens a blob for streaming, all of it or the `range` asked for.
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        range: Option<&str>,
+        range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
-        let range = match range {
-            None => None,
-            Some(header) => match ByteRange::parse_request(header, size) {
-                Ok(r) => r,
-                Err(berth_oci::RangeError::Unsatisfiable) => {
-                    return Err(Error::RangeNotSatisfiable { size });
-                }
-                // A malformed Range header is ignored, as RFC 9110 §14.2 says.
-                Err(berth_oci::RangeError::Malformed(_)) => None,
-            },
-        };
+        let range = range
+            .map(|r| r.resolve(size))
+            .transpose()
+            .map_err(|_| Error::RangeNotSatisfiable { size })?;
         let (offset, len) = range.map_or((0, size), |r| (r.start, r.len()));
         let body = match self
             .driver()

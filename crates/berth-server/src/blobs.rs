@@ -34,7 +34,10 @@ pub(crate) async fn handle(
                 set(&mut r, "docker-content-digest", digest.to_string());
                 return Ok(r);
             }
-            let range = ctx.header(header::RANGE);
+            // A malformed Range header is ignored, as RFC 9110 §14.2 says.
+            let range = ctx
+                .header(header::RANGE)
+                .and_then(|h| berth_oci::RangeRequest::parse(h).ok().flatten());
             let blob = registry.read_blob(repo, &digest, range).await?;
             let mut r = Response::new(Body::from_stream(blob.body));
             match blob.range {

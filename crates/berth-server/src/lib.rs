@@ -135,7 +135,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     }
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
+    // The one log line of an internal error, with the request it failed.
+    if let Some(error::InternalError(error)) = response.extensions_mut().remove() {
+        tracing::error!(%method, endpoint = label, status, elapsed_ms, error, "request failed");
+    } else if status >= 500 {
         tracing::warn!(%method, endpoint = label, status, elapsed_ms, "request failed");
     } else {
         tracing::debug!(%method, endpoint = label, status, elapsed_ms, "request");

@@ -17,7 +17,7 @@ fn page_size(ctx: &Ctx<'_>) -> Result<Option<usize>, ApiError> {
         None => Ok(None),
         Some(n) if n.is_empty() => Ok(None),
         Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
-            ApiError(Error::PaginationInvalid(format!(
+            ApiError::from(Error::PaginationInvalid(format!(
                 "n must be a non-negative integer, not {:?}",
                 n.chars().take(20).collect::<String>()
             )))
@@ -66,7 +66,7 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let max = ctx.state.catalog_max_entries;
     let n = match page_size(ctx)? {
         Some(n) if n > max => {
-            return Err(ApiError(Error::PaginationInvalid(format!(
+            return Err(ApiError::from(Error::PaginationInvalid(format!(
                 "n={n} is more than catalog.maxentries={max}"
             ))));
         }

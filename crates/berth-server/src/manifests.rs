@@ -26,11 +26,11 @@ pub(crate) async fn handle(
             if matches!(method, Method::GET | Method::HEAD)
                 && !matches!(e, berth_oci::NameError::InvalidDigest(_)) =>
         {
-            return Err(ApiError(Error::ManifestUnknown {
+            return Err(ApiError::from(Error::ManifestUnknown {
                 reference: raw_reference.to_owned(),
             }));
         }
-        Err(e) => return Err(ApiError(Error::ReferenceInvalid(e))),
+        Err(e) => return Err(ApiError::from(Error::ReferenceInvalid(e))),
     };
     let registry = ctx.registry();
     match method {
@@ -81,10 +81,10 @@ pub(crate) async fn handle(
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::from(
             Error::ManifestInvalid(format!("manifest is larger than the {limit} bytes allowed")),
         )),
-        Err(e) => Err(ApiError(Error::ManifestInvalid(format!(
+        Err(e) => Err(ApiError::from(Error::ManifestInvalid(format!(
             "reading the request body failed: {e}"
         )))),
     }

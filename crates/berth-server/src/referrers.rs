@@ -19,7 +19,7 @@ pub(crate) async fn get(
         .referrers(repo, &subject, artifact_type.as_deref())
         .await?;
     let json = serde_json::to_vec(&index).map_err(|e| {
-        ApiError(berth_registry::Error::ManifestInvalid(format!(
+        ApiError::from(berth_registry::Error::ManifestInvalid(format!(
             "cannot encode referrers: {e}"
         )))
     })?;

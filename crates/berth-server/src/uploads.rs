@@ -2,7 +2,7 @@
 //! `GET`, `DELETE` on `/blobs/uploads/<uuid>`.
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use berth_oci::{ContentRange, RepoName};
 use berth_registry::{Error, UploadId, UploadStatus};
 use http::{Method, StatusCode, header};
@@ -75,7 +75,7 @@ pub(crate) async fn handle(
                         if let Some(length) = length
                             && length.checked_sub(1) != Some(range.end - range.start)
                         {
-                            return Err(ApiError(Error::SizeInvalid(format!(
+                            return Err(ApiError::from(Error::SizeInvalid(format!(
                                 "Content-Length {length} does not match Content-Range {}-{}",
                                 range.start, range.end
                             ))));
@@ -84,7 +84,7 @@ pub(crate) async fn handle(
                     }
                     Err(_) => {
                         let size = registry.upload_status(repo, &id).await?.size;
-                        return Ok(range_invalid(ctx, repo, &id, size));
+                        return Err(range_invalid(ctx, repo, &id, size));
                     }
                 },
             };
@@ -93,13 +93,13 @@ pub(crate) async fn handle(
                 .await
             {
                 Ok(status) => Ok(upload_response(ctx, repo, StatusCode::ACCEPTED, &status)),
-                Err(Error::RangeInvalid { size }) => Ok(range_invalid(ctx, repo, &id, size)),
+                Err(Error::RangeInvalid { size }) => Err(range_invalid(ctx, repo, &id, size)),
                 Err(e) => Err(e.into()),
             }
         }
         Method::PUT => {
             let raw = ctx.query_param("digest").ok_or_else(|| {
-                ApiError(Error::DigestSyntax(berth_oci::DigestError::Malformed(
+                ApiError::from(Error::DigestSyntax(berth_oci::DigestError::Malformed(
                     "missing ?digest= parameter".into(),
                 )))
             })?;
@@ -151,14 +151,15 @@ fn upload_response(
 }
 
 /// 416 for a chunk that does not continue the upload, with where it stands.
-fn range_invalid(ctx: &Ctx<'_>, repo: &RepoName, id: &UploadId, size: u64) -> Response {
-    let mut r = ApiError(Error::RangeInvalid { size }).into_response();
-    set(
-        &mut r,
-        header::LOCATION,
-        ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", id.as_str())),
-    );
-    set(&mut r, header::RANGE, range_value(size));
-    set(&mut r, "docker-upload-uuid", id.as_str());
-    r
+fn range_invalid(ctx: &Ctx<'_>, repo: &RepoName, id: &UploadId, size: u64) -> ApiError {
+    ApiError::from(Error::RangeInvalid { size })
+        .with_header(
+            header::LOCATION,
+            ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", id.as_str())),
+        )
+        .with_header(header::RANGE, range_value(size))
+        .with_header(
+            http::HeaderName::from_static("docker-upload-uuid"),
+            id.as_str().to_owned(),
+        )
 }
