@@ -361,11 +361,20 @@ impl Auth {
         }
         let ok = loop {
             match self.checks.turn(file.check_key(&user, &password)) {
-                // The same user and password are being checked: that check counted, this
-                // guess adds nothing, so it waits for the answer.
+                // The same user and password are being checked: wait for that answer. A
+                // right one is accepted uncounted, as any right guess; a wrong one counts as
+                // a failure of its own (so a burst of one wrong password locks out as fast
+                // as a burst of different ones).
                 limiter::Turn::Wait(mut answer) => {
                     if let Ok(ok) = answer.wait_for(Option::is_some).await.map(|a| *a) {
-                        break ok.unwrap_or(false);
+                        let ok = ok.unwrap_or(false);
+                        if !ok {
+                            let _failure = self
+                                .limiter
+                                .attempt(peer, Some(&user))
+                                .map_err(Refusal::TooMany)?;
+                        }
+                        break ok;
                     }
                 }
                 limiter::Turn::Run(leader) => {
