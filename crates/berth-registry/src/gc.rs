@@ -7,16 +7,80 @@
 //! revision links. berth keeps more than Distribution 2.8 there: the children of a kept index
 //! and the referrers (signatures, SBOMs) of a kept manifest are kept too.
 //!
-//! Unlike Distribution's, it runs online. Three things make that safe, argued in full in
-//! ARCHITECTURE.md ("Garbage collection"): a grace period (nothing younger than it is
-//! swept, measured on the storage's clock), pins (`pins.rs`: whoever is about to reference a
-//! blob says so first), and quarantine (a blob is moved aside, then the pins are read again,
-//! then it is deleted or put back). The same pass removes expired pins, abandoned
-//! quarantines, upload sessions older than the upload age, and temporary files that crashed
-//! writes left behind.
+//! Unlike Distribution's, it runs online. Three things make that safe, argued in full below:
+//! a grace period (nothing younger than it is swept, measured on the storage's clock), pins
+//! (`pins.rs`: whoever is about to reference a blob says so first), and quarantine (a blob is
+//! moved aside, then the pins are read again, then it is deleted or put back). The same pass
+//! removes expired pins, abandoned quarantines, upload sessions older than the upload age,
+//! and temporary files that crashed writes left behind.
 //!
 //! Speed comes from reading the tree with a few walks (one paginated LIST each on object
 //! stores) instead of file by file, and from reading manifests concurrently.
+//!
+//! # Online, several processes, no read-only window
+//!
+//! Distribution's rule (mark every blob a kept manifest references,
+//! sweep the rest) made safe against pushes running at the same time, in this process or in other
+//! replicas sharing the bucket, so an in-process lock cannot be the mechanism. State lives under
+//! `docker/registry/v2/_berth/` (pins, run markers; drawn in `layout.rs`), which Distribution
+//! never reads; a file held aside is renamed `gc-<run>` in its own directory (one rename, no new
+//! directories), a name Distribution's collector and catalog never read.
+//!
+//! **Pins.** Every operation that makes a blob referenced or linked first writes a pin
+//! `_berth/pins/<alg>/<hex>/<uuid>` (an empty object; its storage-assigned modification time is
+//! what counts) and only *then* checks that what it references is present:
+//! a manifest PUT pins each config, layer and index child and the manifest itself; an upload pins
+//! its blob before moving it into `blobs/` (or finding it there); a mount pins before checking
+//! the source. Each pin has its own name, so removing an expired pin never removes a fresh one.
+//!
+//! **A run.** (1) Write `_berth/gc/<run>/started` and read back its modification time `T0`: every
+//! age is measured on the storage's clock, never this host's; `threshold = T0 - grace`.
+//! (2) Walk `repositories/` once, read every revision's manifest concurrently (the digest comes
+//! from the path, so link files are not read), walk the pins once. A walk that fails stops the
+//! run: one that silently returned less (a subdirectory vanishing mid-walk once did exactly that)
+//! would unmark live manifests. (3) Put back whatever a run that died (its `started` marker is
+//! old or gone) left aside: restoring is always safe. (4) Mark: every revision (or, with
+//! `delete_untagged`, what tags reach, plus index children, referrers of kept manifests, revisions
+//! younger than the grace period and pinned manifests; an untagged revision is removed by the same
+//! quarantine dance as a blob, below). (5) Walk `blobs/`: candidates are unmarked blobs older than
+//! `threshold` with no pin newer than `threshold`. (6) For each candidate: **move** it to
+//! `blobs/…/<hex>/gc-<run>` (quarantine), **then** list its pins again; a pin newer than `threshold`
+//! → move it back; none → delete the quarantined copy. (7) The same for layer links to blobs no
+//! longer stored; then remove expired pins, upload sessions older than `uploadpurging.age`, and
+//! temporary files older than the grace period.
+//!
+//! **Why a manifest never ends up pointing at a deleted blob.** Take a manifest PUT referencing
+//! blob B: it pins B at time p, checks B is present at c > p, writes its revision link at r > c.
+//! GC lists revisions at L ≥ T0, moves B aside at q, re-reads B's pins at s > q, deletes at d > s.
+//! - If the listing saw the revision (r < L), B is marked and never a candidate.
+//! - Otherwise, if p < s, GC's re-read finds the pin unless p < threshold = T0 − grace. But
+//!   then the PUT spent more than the grace period between pinning and writing its revision link
+//!   (p < T0 − grace and r > L ≥ T0); a PUT re-pins and re-checks when its pin is older than half
+//!   the grace period (`PinLease`, `Options::pin_lease`) before it writes any link, so this
+//!   cannot happen as long as writing the links after that check takes less than the other half
+//!   of the grace period (the one timing assumption; with the default 1h grace period that is 30
+//!   minutes for a few small writes, and a PUT that overruns logs a warning). So the pin is seen
+//!   and B is moved back.
+//! - If p > s, then c > p > s > q: B was moved aside before the PUT looked, and is only moved back
+//!   if a pin is seen, which (p > s) it is not. So the PUT finds B missing and answers
+//!   `MANIFEST_BLOB_UNKNOWN`; nothing was linked.
+//!
+//! A PUT thus either wins (B stays) or fails cleanly. Uploads and mounts follow the same argument:
+//! one whose pin comes after the re-read creates a *new* `blobs/…/data` (or link), which the
+//! delete of the quarantined copy does not touch; deletions only ever target the run's own
+//! quarantine path, never `blobs/` after the move. The run's quarantine directory is unique, so
+//! two collectors never delete each other's copies. Blobs uploaded shortly before or during a
+//! run are also young (a blob's modification time is when its content was written), so the grace
+//! period spares them even before the pins are considered.
+//!
+//! A run only relies on pins younger than its own `threshold`, so older ones may go: each run
+//! removes those, and `serve` without online collection runs `Registry::expire_pins` once per
+//! grace period, removing pins older than *twice* the grace period (safe while no collection
+//! run, here or elsewhere, lasts longer than one grace period). So pins stay bounded by what was
+//! referenced recently even when no collection ever runs.
+//!
+//! Costs: one small write per referenced blob on manifest PUT (concurrent); the collector reads
+//! with four walks plus one GET per distinct manifest, 32 requests in flight.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

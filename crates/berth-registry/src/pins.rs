@@ -6,8 +6,8 @@
 //! child manifest they reference and the manifest itself, uploads and mounts pin the blob
 //! they link, and each does so *before* checking the blob is present. The collector moves a
 //! blob aside before it re-reads the pins and deletes it, so either it sees the pin and puts
-//! the blob back, or the operation finds the blob gone and fails cleanly (ARCHITECTURE.md,
-//! "Garbage collection", has the whole argument). Every pin has its own name so that the
+//! the blob back, or the operation finds the blob gone and fails cleanly (`gc.rs`'s
+//! module doc has the whole argument). Every pin has its own name so that the
 //! collector's removal of an expired pin can never remove a fresh one.
 //!
 //! A pin older than a collection's threshold (its start minus the grace period) protects

@@ -24,7 +24,7 @@ use rand::{RngExt, SeedableRng};
 const CLIENTS: u64 = 8;
 const SHARED_LAYERS: u64 = 6;
 /// Short, but long enough that on a loaded two-core CI machine a manifest PUT writes its links
-/// well within half of it after pinning, which the safety argument assumes (ARCHITECTURE.md);
+/// well within half of it after pinning, which the safety argument assumes (gc.rs);
 /// berth warns when a PUT overruns, and the test fails on that warning.
 const GRACE: Duration = Duration::from_secs(5);
 
