@@ -50,7 +50,7 @@ pub struct Auth {
     pub tokenserver: Option<TokenServer>,
     /// Any other kind (`silly`, `token` before it is implemented, typos): refused.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub other: BTreeMap<String, yaml_serde::Value>,
 }
 
 /// `auth.token`
@@ -112,7 +112,7 @@ pub struct Log {
     #[serde(deserialize_with = "lenient_string")]
     pub formatter: Option<String>,
     /// Accepted for compatibility; fields are added to no log line yet.
-    pub fields: Option<BTreeMap<String, serde_yaml::Value>>,
+    pub fields: Option<BTreeMap<String, yaml_serde::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,11 +124,11 @@ pub struct Storage {
     /// `storage.redirect.disable`: serve blob bytes through berth even from object storage.
     pub redirect: Redirect,
     pub s3: Option<S3>,
-    pub azure: Option<serde_yaml::Value>,
-    pub gcs: Option<serde_yaml::Value>,
-    pub swift: Option<serde_yaml::Value>,
-    pub oss: Option<serde_yaml::Value>,
-    pub inmemory: Option<serde_yaml::Value>,
+    pub azure: Option<yaml_serde::Value>,
+    pub gcs: Option<yaml_serde::Value>,
+    pub swift: Option<yaml_serde::Value>,
+    pub oss: Option<yaml_serde::Value>,
+    pub inmemory: Option<yaml_serde::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,7 +361,7 @@ pub struct Tls {
     /// Accepted and ignored with a warning: rustls offers only suites without known weaknesses.
     pub ciphersuites: Option<Vec<String>>,
     /// Not implemented: refused, since ignoring it would serve plain HTTP.
-    pub letsencrypt: Option<serde_yaml::Value>,
+    pub letsencrypt: Option<yaml_serde::Value>,
 }
 
 impl Tls {
@@ -437,7 +437,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
     let config = if text.trim().is_empty() {
         Config::default()
     } else {
-        parse_typed(serde_yaml::Deserializer::from_str(&text), &mut warnings)
+        parse_typed(yaml_serde::Deserializer::from_str(&text), &mut warnings)
             .map_err(|e| ConfigError(format!("config {source}: {e}")))?
     };
     let mut overrides: Vec<(Vec<String>, &str, &str)> = env
@@ -458,14 +458,14 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
     let config = if overrides.is_empty() {
         config
     } else {
-        let mut tree: serde_yaml::Value = if text.trim().is_empty() {
-            serde_yaml::Value::Mapping(Default::default())
+        let mut tree: yaml_serde::Value = if text.trim().is_empty() {
+            yaml_serde::Value::Mapping(Default::default())
         } else {
-            serde_yaml::from_str(&text).map_err(|e| ConfigError(format!("config {source}: {e}")))?
+            yaml_serde::from_str(&text).map_err(|e| ConfigError(format!("config {source}: {e}")))?
         };
         for (path, _, value) in &overrides {
-            let value: serde_yaml::Value = serde_yaml::from_str(value)
-                .unwrap_or_else(|_| serde_yaml::Value::String((*value).to_owned()));
+            let value: yaml_serde::Value = yaml_serde::from_str(value)
+                .unwrap_or_else(|_| yaml_serde::Value::String((*value).to_owned()));
             set_path(&mut tree, path, value);
         }
         let mut env_warnings = Vec::new();
@@ -507,13 +507,13 @@ where
     })
 }
 
-fn set_path(tree: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Value) {
+fn set_path(tree: &mut yaml_serde::Value, path: &[String], value: yaml_serde::Value) {
     let Some((first, rest)) = path.split_first() else {
         *tree = value;
         return;
     };
     if !tree.is_mapping() {
-        *tree = serde_yaml::Value::Mapping(Default::default());
+        *tree = yaml_serde::Value::Mapping(Default::default());
     }
     let map = tree.as_mapping_mut().expect("just made a mapping");
     // Match existing keys case-insensitively, as Distribution does for struct fields.
@@ -521,8 +521,8 @@ fn set_path(tree: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Va
         .keys()
         .find(|k| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(first)))
         .cloned();
-    let key = existing.unwrap_or_else(|| serde_yaml::Value::String(first.clone()));
-    let child = map.entry(key).or_insert(serde_yaml::Value::Null);
+    let key = existing.unwrap_or_else(|| yaml_serde::Value::String(first.clone()));
+    let child = map.entry(key).or_insert(yaml_serde::Value::Null);
     set_path(child, rest, value);
 }
 
@@ -633,9 +633,9 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
 /// A boolean as Distribution's YAML 1.1 reader (`yaml.v2`) takes it: besides `true`/`false`,
 /// `yes`/`no`, `on`/`off` and `y`/`n` in their usual casings, which YAML 1.2 reads as strings.
 fn yaml11_bool<'de, D: Deserializer<'de>>(de: D) -> Result<bool, D::Error> {
-    match serde_yaml::Value::deserialize(de)? {
-        serde_yaml::Value::Bool(b) => Ok(b),
-        serde_yaml::Value::String(s) => match s.as_str() {
+    match yaml_serde::Value::deserialize(de)? {
+        yaml_serde::Value::Bool(b) => Ok(b),
+        yaml_serde::Value::String(s) => match s.as_str() {
             "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
                 Ok(true)
             }
@@ -652,23 +652,23 @@ fn yaml11_bool<'de, D: Deserializer<'de>>(de: D) -> Result<bool, D::Error> {
 /// Accepts any scalar as a string, as Go's YAML decoder does for string fields (so that
 /// `version: 0.1` and `REGISTRY_HTTP_SECRET=1234` load).
 fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    let v = Option::<serde_yaml::Value>::deserialize(de)?;
+    let v = Option::<yaml_serde::Value>::deserialize(de)?;
     match v {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(serde_yaml::Value::String(s)) => Ok(Some(s)),
-        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(serde_yaml::Value::Bool(b)) => Ok(Some(b.to_string())),
+        None | Some(yaml_serde::Value::Null) => Ok(None),
+        Some(yaml_serde::Value::String(s)) => Ok(Some(s)),
+        Some(yaml_serde::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(yaml_serde::Value::Bool(b)) => Ok(Some(b.to_string())),
         Some(_) => Err(serde::de::Error::custom("expected a string")),
     }
 }
 
 /// A size as Distribution reads it: a number or a string holding one.
 fn lenient_u64<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
-    match serde_yaml::Value::deserialize(de)? {
-        serde_yaml::Value::Number(n) => n
+    match yaml_serde::Value::deserialize(de)? {
+        yaml_serde::Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| serde::de::Error::custom("expected a size in bytes")),
-        serde_yaml::Value::String(s) => s
+        yaml_serde::Value::String(s) => s
             .trim()
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("expected a size in bytes, not {s:?}"))),
@@ -677,11 +677,11 @@ fn lenient_u64<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
 }
 
 fn go_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    let v = serde_yaml::Value::deserialize(de)?;
+    let v = yaml_serde::Value::deserialize(de)?;
     let s = match &v {
-        serde_yaml::Value::String(s) => s.clone(),
+        yaml_serde::Value::String(s) => s.clone(),
         // A bare number is nanoseconds, as in Go.
-        serde_yaml::Value::Number(n) => format!("{n}ns"),
+        yaml_serde::Value::Number(n) => format!("{n}ns"),
         _ => return Err(serde::de::Error::custom("expected a duration such as 24h")),
     };
     parse_go_duration(&s).map_err(serde::de::Error::custom)
