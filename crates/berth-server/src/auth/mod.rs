@@ -17,28 +17,33 @@
 //!   then point there, and those tokens are checked with the policy's semantics (push
 //!   alone needs no pull). Basic credentials keep working.
 //! - Failed passwords are counted before they are checked, per client address and user name
-//!   and per address ([`limiter`]); over the limit, the client's guesses for that name are
-//!   refused with 429 `TOOMANYREQUESTS` and a `Retry-After` of the time left.
+//!   and per address ([`limiter`], applied in `basic.rs`); over the limit, the client's
+//!   guesses for that name are refused with 429 `TOOMANYREQUESTS` and a `Retry-After` of the
+//!   time left.
 //! - Unauthenticated callers get 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge;
 //!   htpasswd users without the right get 403 `DENIED`, token holders 401 with
-//!   `error="insufficient_scope"` (what token clients expect).
+//!   `error="insufficient_scope"` (what token clients expect); `refusals.rs` shapes them all.
+//!
+//! This file decides; `basic.rs` checks passwords, `token.rs` verifies and issues tokens,
+//! `token_server.rs` answers `/token`, `policy.rs` holds berth's rules.
 
+mod basic;
 pub mod htpasswd;
 pub mod limiter;
 pub mod policy;
+mod refusals;
 pub mod token;
+mod token_server;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::response::Response;
-use base64::Engine as _;
-use berth_oci::ErrorCode;
 use http::{HeaderMap, HeaderValue, Method, header};
 
 use crate::endpoint::Endpoint;
-use crate::error;
+use basic::Refusal;
+use refusals::{denied, too_many};
 
 pub use htpasswd::Htpasswd;
 pub use limiter::{FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS};
@@ -333,228 +338,6 @@ impl Auth {
             }
         }
     }
-
-    /// Checks Basic credentials against the htpasswd file, counting the guess before it is
-    /// checked ([`limiter`]): the caller, or why not.
-    async fn basic_login(
-        &self,
-        file: &Arc<Htpasswd>,
-        value: &HeaderValue,
-        peer: Option<IpAddr>,
-    ) -> Result<Caller, Refusal> {
-        let Some((user, password)) = basic_credentials(value) else {
-            let _failure = self.limiter.attempt(peer, None).map_err(Refusal::TooMany)?;
-            return Err(Refusal::Wrong("invalid authorization header"));
-        };
-        // containers/image (skopeo, podman) answers a Basic challenge without
-        // credentials with an empty user and password: that is anonymous.
-        if user.is_empty() && password.is_empty() {
-            return Ok(Caller::Anonymous);
-        }
-        if let Some(left) = self.limiter.locked(peer, Some(&user)) {
-            return Err(Refusal::TooMany(left));
-        }
-        // A password verified recently is right: nothing to count or check (a locked-out
-        // client was refused above, so this is no way around the limit).
-        if file.remembered(&user, &password) {
-            return Ok(Caller::User(user));
-        }
-        let ok = loop {
-            match self.checks.turn(file.check_key(&user, &password)) {
-                // The same user and password are being checked: wait for that answer. A
-                // right one is accepted uncounted, as any right guess; a wrong one counts as
-                // a failure of its own (so a burst of one wrong password locks out as fast
-                // as a burst of different ones).
-                limiter::Turn::Wait(mut answer) => {
-                    if let Ok(ok) = answer.wait_for(Option::is_some).await.map(|a| *a) {
-                        let ok = ok.unwrap_or(false);
-                        if !ok {
-                            let _failure = self
-                                .limiter
-                                .attempt(peer, Some(&user))
-                                .map_err(Refusal::TooMany)?;
-                        }
-                        break ok;
-                    }
-                }
-                limiter::Turn::Run(leader) => {
-                    let attempt = self
-                        .limiter
-                        .attempt(peer, Some(&user))
-                        .map_err(Refusal::TooMany)?;
-                    let permit = self.limiter.checking().await;
-                    let (file, u, p) = (file.clone(), user.clone(), password.clone());
-                    let ok = tokio::task::spawn_blocking(move || {
-                        let _permit = permit;
-                        file.verify(&u, &p)
-                    })
-                    .await
-                    .unwrap_or(false);
-                    leader.finish(ok);
-                    if ok {
-                        attempt.succeeded();
-                    }
-                    break ok;
-                }
-            }
-        };
-        if ok {
-            Ok(Caller::User(user))
-        } else {
-            tracing::info!(user = %user, peer = ?peer, "authentication failed");
-            Err(Refusal::Wrong("invalid username or password"))
-        }
-    }
-
-    /// berth's own token endpoint, `GET /token?service=...&scope=...` (Docker token spec):
-    /// `None` when no token server is configured. Basic credentials are optional (anonymous
-    /// callers get what the anonymous rules give); each requested scope is cut down to what
-    /// the policy allows the caller, and `registry:catalog:*` is given to authenticated
-    /// users (the catalog is still filtered by the policy).
-    pub async fn token_endpoint(
-        &self,
-        headers: &HeaderMap,
-        peer: Option<IpAddr>,
-        query: &str,
-    ) -> Option<Response> {
-        let issuer = self.issuer.as_ref()?;
-        let Method_::Htpasswd { file, realm } = &self.method else {
-            return None;
-        };
-        let caller = match headers.get(header::AUTHORIZATION) {
-            None => Caller::Anonymous,
-            Some(value) => match self.basic_login(file, value, peer).await {
-                Ok(c) => c,
-                Err(Refusal::TooMany(left)) => return Some(too_many(left)),
-                Err(Refusal::Wrong(message)) => {
-                    let mut r = error::body(ErrorCode::Unauthorized, message, None);
-                    set_challenge(&mut r, format!("Basic realm={}", quote(realm)));
-                    return Some(r);
-                }
-            },
-        };
-        let mut access: Vec<ResourceActions> = Vec::new();
-        let scopes = form_urlencoded::parse(query.as_bytes())
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.into_owned())
-            .collect::<Vec<_>>();
-        for item in scopes.iter().flat_map(|s| s.split(' ')) {
-            let Some((kind, rest)) = item.split_once(':') else {
-                continue;
-            };
-            let Some((name, actions)) = rest.rsplit_once(':') else {
-                continue;
-            };
-            let granted: Vec<String> = match kind {
-                "repository" => {
-                    let mut wanted: Vec<Action> = Vec::new();
-                    for a in actions.split(',') {
-                        match a {
-                            "*" => wanted.extend([Action::Pull, Action::Push, Action::Delete]),
-                            a => wanted.extend(Action::parse(a)),
-                        }
-                    }
-                    wanted.sort();
-                    wanted.dedup();
-                    wanted
-                        .into_iter()
-                        .filter(|a| self.allows(&caller, name, *a))
-                        .map(|a| a.as_str().to_owned())
-                        .collect()
-                }
-                "registry" if name == "catalog" && !matches!(caller, Caller::Anonymous) => {
-                    vec!["*".to_owned()]
-                }
-                _ => Vec::new(),
-            };
-            if !granted.is_empty() {
-                access.push(ResourceActions {
-                    kind: kind.to_owned(),
-                    name: name.to_owned(),
-                    actions: granted,
-                });
-            }
-        }
-        let subject = caller.user().unwrap_or_default().to_owned();
-        let token = match issuer.issue(&subject, access) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("{e}");
-                return Some(error::body(
-                    ErrorCode::Unknown,
-                    ErrorCode::Unknown.message(),
-                    None,
-                ));
-            }
-        };
-        let body = serde_json::json!({
-            "token": token,
-            "access_token": token,
-            "expires_in": issuer.expires_in(),
-        })
-        .to_string();
-        let mut r = Response::new(axum::body::Body::from(body));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Some(r)
-    }
-
-    /// A 401 with the challenge for this auth method (and, for tokens, the scope needed).
-    fn challenge(&self, need: &Need<'_>, message: &str, token_error: Option<&str>) -> Response {
-        let mut r = error::body(ErrorCode::Unauthorized, message, Some(detail(need)));
-        let (realm, service) = match (&self.method, &self.issuer) {
-            (Method_::Htpasswd { realm, .. }, None) => {
-                set_challenge(&mut r, format!("Basic realm={}", quote(realm)));
-                return r;
-            }
-            (Method_::Htpasswd { .. }, Some(issuer)) => (&issuer.realm, token::OWN_ISSUER),
-            (Method_::Token(v), _) => (&v.realm, v.service.as_str()),
-        };
-        let mut value = format!("Bearer realm={},service={}", quote(realm), quote(service));
-        let scope = match need {
-            Need::Login => None,
-            Need::Catalog => Some("registry:catalog:*".to_owned()),
-            Need::Repository { name, actions } => {
-                let words: Vec<&str> = Self::token_actions(actions)
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect();
-                Some(format!("repository:{name}:{}", words.join(",")))
-            }
-        };
-        if let Some(scope) = scope {
-            value.push_str(&format!(",scope={}", quote(&scope)));
-        }
-        if let Some(e) = token_error {
-            value.push_str(&format!(",error={}", quote(e)));
-        }
-        set_challenge(&mut r, value);
-        r
-    }
-}
-
-fn set_challenge(r: &mut Response, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-}
-
-fn denied(need: &Need<'_>) -> Response {
-    error::body(
-        ErrorCode::Denied,
-        ErrorCode::Denied.message(),
-        Some(detail(need)),
-    )
-}
-
-/// Why [`Auth::basic_login`] refused.
-enum Refusal {
-    /// Too many failed guesses: try again after this long.
-    TooMany(Duration),
-    /// Wrong or malformed credentials: a 401 with this message.
-    Wrong(&'static str),
 }
 
 /// The token of a `Bearer` authorization header.
@@ -565,61 +348,6 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-}
-
-fn too_many(left: Duration) -> Response {
-    let mut r = error::body(
-        ErrorCode::TooManyRequests,
-        "too many failed authentication attempts; try again later",
-        None,
-    );
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(limiter::retry_after_secs(left)),
-    );
-    r
-}
-
-/// Distribution's error detail: the access that was required.
-fn detail(need: &Need<'_>) -> serde_json::Value {
-    match need {
-        Need::Login => serde_json::json!(null),
-        Need::Catalog => serde_json::json!([{"Type": "registry", "Name": "catalog", "Action": "*"}]),
-        Need::Repository { name, actions } => serde_json::Value::Array(
-            actions
-                .iter()
-                .map(|a| serde_json::json!({"Type": "repository", "Name": name, "Action": a.as_str()}))
-                .collect(),
-        ),
-    }
-}
-
-/// A quoted-string for a challenge parameter.
-fn quote(s: &str) -> String {
-    let escaped: String = s
-        .chars()
-        .filter(|c| !c.is_control())
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("\"{escaped}\"")
-}
-
-/// `Basic base64(user:password)`.
-fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
-    let value = value.to_str().ok()?;
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
 }
 
 #[cfg(test)]
@@ -666,16 +394,5 @@ mod tests {
         }
         assert_eq!(need(&Endpoint::Base, &Method::GET), Need::Login);
         assert_eq!(need(&Endpoint::Catalog, &Method::GET), Need::Catalog);
-    }
-
-    #[test]
-    fn basic_header() {
-        let v = HeaderValue::from_static("Basic YWxpY2U6czpl");
-        assert_eq!(basic_credentials(&v), Some(("alice".into(), "s:e".into())));
-        assert_eq!(
-            basic_credentials(&HeaderValue::from_static("Bearer x")),
-            None
-        );
-        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
     }
 }
