@@ -55,14 +55,19 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::{
     ByteStream, FileInfo, FileWriter, Metadata, Result, StorageDriver, StorageError, StoragePath,
 };
+
+mod copy;
+mod writer;
+
+use writer::S3Writer;
 
 const NAME: &str = "s3";
 /// S3's minimum size of a multipart part other than the last.
@@ -282,10 +287,6 @@ impl S3Driver {
         format!("{}{offset:020}", self.segments_prefix(path))
     }
 
-    fn copy_source(&self, key: &str) -> String {
-        format!("{}/{}", self.inner.bucket, percent_encode(key))
-    }
-
     /// Every key (with size and time) below `prefix`, all pages; with `delimiter`, also the
     /// common prefixes.
     async fn list_keys(
@@ -473,113 +474,6 @@ impl S3Driver {
         Ok(request.send().await.map_err(sdk_io)?.body)
     }
 
-    /// Copies `source_key` (of `size` bytes) to `to`, server-side.
-    async fn copy_object(&self, path: &StoragePath, source: &[Segment], to: &str) -> Result<()> {
-        let total: u64 = source.iter().map(|s| s.size).sum();
-        if source.len() == 1 && total <= self.inner.copy_threshold {
-            self.inner
-                .client
-                .copy_object()
-                .bucket(&self.inner.bucket)
-                .key(to)
-                .copy_source(self.copy_source(&source[0].key))
-                .send()
-                .await
-                .map_err(|e| io_err("copy", path, sdk_io(e)))?;
-            return Ok(());
-        }
-        let parts: Vec<(String, Option<(u64, u64)>)> = plan_parts(source.iter().map(|s| s.size))
-            .into_iter()
-            .map(|(idx, range)| (source[idx].key.clone(), range))
-            .collect();
-        if parts.len() > MAX_PARTS {
-            return Err(io_err(
-                "copy",
-                path,
-                io::Error::other(format!(
-                    "{} parts exceed S3's {MAX_PARTS}: raise storage.s3.chunksize",
-                    parts.len()
-                )),
-            ));
-        }
-        let upload = self
-            .inner
-            .client
-            .create_multipart_upload()
-            .bucket(&self.inner.bucket)
-            .key(to)
-            .send()
-            .await
-            .map_err(|e| io_err("copy", path, sdk_io(e)))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        let copied: io::Result<Vec<CompletedPart>> =
-            futures_util::stream::iter(parts.into_iter().enumerate())
-                .map(|(idx, (key, range))| {
-                    let upload_id = &upload_id;
-                    async move {
-                        let number = idx as i32 + 1;
-                        let mut request = self
-                            .inner
-                            .client
-                            .upload_part_copy()
-                            .bucket(&self.inner.bucket)
-                            .key(to)
-                            .upload_id(upload_id)
-                            .part_number(number)
-                            .copy_source(self.copy_source(&key));
-                        if let Some((start, end)) = range {
-                            request = request.copy_source_range(format!("bytes={start}-{end}"));
-                        }
-                        let out = request.send().await.map_err(sdk_io)?;
-                        let etag = out
-                            .copy_part_result()
-                            .and_then(|r| r.e_tag())
-                            .unwrap_or_default()
-                            .to_owned();
-                        Ok(CompletedPart::builder()
-                            .part_number(number)
-                            .e_tag(etag)
-                            .build())
-                    }
-                })
-                .buffered(COPY_CONCURRENCY)
-                .try_collect()
-                .await;
-        let completed = match copied {
-            Ok(parts) => self
-                .inner
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(to)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(sdk_io)
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = completed {
-            // Leave no invisible, billed parts behind.
-            let _ = self
-                .inner
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(to)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            return Err(io_err("copy", path, e));
-        }
-        Ok(())
-    }
-
     /// Streams `[offset, offset+len)` of a segmented file, one GET at a time.
     fn read_segments(&self, segments: Vec<Segment>, offset: u64, len: u64) -> ByteStream {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE_DEPTH);
@@ -625,30 +519,6 @@ impl S3Driver {
         })
         .boxed()
     }
-}
-
-/// The parts of a multipart copy of pieces of these sizes, as (piece index, inclusive byte
-/// range or the whole piece): each piece whole, or in [`COPY_RANGE`] ranges when it is over
-/// S3's part limit, the last range folded into the one before when it would be under S3's
-/// minimum.
-fn plan_parts(sizes: impl Iterator<Item = u64>) -> Vec<(usize, Option<(u64, u64)>)> {
-    let mut parts = Vec::new();
-    for (idx, size) in sizes.enumerate() {
-        if size <= MAX_PART {
-            parts.push((idx, None));
-            continue;
-        }
-        let mut start = 0;
-        while start < size {
-            let mut end = (start + COPY_RANGE).min(size);
-            if size - end < MIN_PART {
-                end = size;
-            }
-            parts.push((idx, Some((start, end - 1))));
-            start = end;
-        }
-    }
-    parts
 }
 
 /// A request body made of shared chunks, with an exact length.
@@ -730,18 +600,6 @@ fn not_found(path: &StoragePath) -> StorageError {
         driver: NAME,
         path: path.clone(),
     }
-}
-
-/// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and RFC 3986's unreserved set.
-fn percent_encode(key: &str) -> String {
-    /// Everything but RFC 3986's unreserved characters and the key's own `/`.
-    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(key, ENCODED).to_string()
 }
 
 #[async_trait]
@@ -1094,127 +952,5 @@ impl S3Driver {
             .list_keys(&self.segments_prefix(path), false, None)
             .await?;
         Ok(objects.into_iter().map(|o| o.key).collect())
-    }
-}
-
-/// Appends to a segmented file: buffers up to `chunksize`, then stores the buffer as the
-/// segment starting at `buffer_start`, with at most one segment upload in flight.
-struct S3Writer {
-    driver: S3Driver,
-    path: StoragePath,
-    /// What the next segment holds so far, as the chunks received.
-    buffer: Vec<Bytes>,
-    buffered: usize,
-    /// Offset in the file of the buffer's first byte.
-    buffer_start: u64,
-    size: u64,
-    /// Whether the file has a segment in the bucket (if not, commit stores even an empty one,
-    /// so the file exists).
-    has_segments: bool,
-    /// Whether bytes were written since the last flush (a re-read tail alone is not news).
-    dirty: bool,
-    in_flight: Option<tokio::task::JoinHandle<io::Result<()>>>,
-}
-
-impl S3Writer {
-    fn new(driver: S3Driver, path: StoragePath, buffer_start: u64, size: u64) -> Self {
-        S3Writer {
-            driver,
-            path,
-            buffer: Vec::new(),
-            buffered: 0,
-            buffer_start,
-            size,
-            has_segments: false,
-            dirty: false,
-            in_flight: None,
-        }
-    }
-
-    async fn wait_in_flight(&mut self) -> Result<()> {
-        if let Some(handle) = self.in_flight.take() {
-            handle
-                .await
-                .unwrap_or_else(|join| Err(io::Error::other(join)))
-                .map_err(|e| io_err("write segment", &self.path, e))?;
-        }
-        Ok(())
-    }
-
-    /// Sends the buffer as a segment, after the previous one has landed: segments are stored
-    /// in order, so a crash leaves a contiguous prefix.
-    async fn flush(&mut self) -> Result<()> {
-        self.wait_in_flight().await?;
-        let content = std::mem::take(&mut self.buffer);
-        let key = self.driver.segment_key(&self.path, self.buffer_start);
-        self.buffer_start += self.buffered as u64;
-        self.buffered = 0;
-        self.has_segments = true;
-        self.dirty = false;
-        let driver = self.driver.clone();
-        self.in_flight = Some(tokio::spawn(async move {
-            driver.put_chunks(key, content).await
-        }));
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl FileWriter for S3Writer {
-    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
-        self.size += chunk.len() as u64;
-        let chunk_size = self.driver.inner.chunk_size;
-        while !chunk.is_empty() {
-            let room = chunk_size - self.buffered.min(chunk_size);
-            let take = room.min(chunk.len());
-            self.dirty = true;
-            // split_to shares the chunk's allocation: no bytes are copied.
-            self.buffer.push(chunk.split_to(take));
-            self.buffered += take;
-            if self.buffered >= chunk_size {
-                self.flush().await?;
-            }
-        }
-        Ok(())
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    async fn commit(mut self: Box<Self>) -> Result<()> {
-        if self.dirty || !self.has_segments {
-            self.flush().await?;
-        }
-        self.wait_in_flight().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn large_pieces_are_copied_in_ranges_within_part_limits() {
-        const GIB: u64 = 1024 * 1024 * 1024;
-        // Ten-MiB segments stay whole.
-        assert_eq!(
-            plan_parts([10 << 20, 10 << 20, 3].into_iter()),
-            vec![(0, None), (1, None), (2, None)]
-        );
-        // A 10 GiB object plus 1 MiB: ten 1 GiB ranges, the 1 MiB tail folded into the last.
-        let parts = plan_parts([10 * GIB + (1 << 20)].into_iter());
-        assert_eq!(parts.len(), 10);
-        assert_eq!(parts[0], (0, Some((0, GIB - 1))));
-        assert_eq!(parts[9], (0, Some((9 * GIB, 10 * GIB + (1 << 20) - 1))));
-        for (_, range) in &parts {
-            let (start, end) = range.unwrap();
-            assert!(end - start < MAX_PART && end + 1 - start >= MIN_PART);
-        }
-    }
-
-    #[test]
-    fn copy_source_is_encoded() {
-        assert_eq!(percent_encode("a b/c~seg/0+1"), "a%20b/c~seg/0%2B1");
     }
 }
