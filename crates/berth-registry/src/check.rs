@@ -83,24 +83,79 @@ enum LinkState {
 }
 
 impl Registry {
-    /// Checks the whole data directory.
+    /// Checks the whole data directory: one walk, then each phase judges what it found.
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
-        let mut report = CheckReport::default();
-        let now = SystemTime::now();
-        let old = |f: &FileInfo| {
-            now.duration_since(f.modified)
-                .is_ok_and(|a| a > options.grace_period)
-        };
         let files = match self.driver().walk(&layout::v2_root()).await {
             Ok(f) => f,
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let classified: Vec<(FileInfo, Entry)> = files
+        let classified = files
             .into_iter()
             .filter_map(|f| layout::classify(&f.path).map(|e| (f, e)))
             .collect();
+        let mut run = Run {
+            registry: self,
+            options,
+            now: SystemTime::now(),
+            classified,
+            present: HashSet::new(),
+            revisions: HashSet::new(),
+            report: CheckReport::default(),
+        };
+        run.blobs().await?;
+        run.links().await?;
+        run.manifests().await?;
+        run.leftovers().await?;
+        Ok(run.report)
+    }
 
+    /// Hashes a blob; `None` when it vanished meanwhile (a collection swept it).
+    async fn hash_blob(&self, path: &StoragePath, digest: &Digest) -> Result<Option<Digest>> {
+        let mut stream = match self.driver().reader(path, 0, None).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut hasher = Hasher::new(digest.algorithm());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| {
+                crate::Error::Storage(berth_storage::StorageError::Io {
+                    driver: self.driver().name(),
+                    op: "read",
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            hasher.update(&chunk);
+        }
+        Ok(Some(hasher.finish()))
+    }
+}
+
+/// One check, phase to phase: what the walk found, and what each phase learnt for the next.
+struct Run<'a> {
+    registry: &'a Registry,
+    options: &'a CheckOptions,
+    now: SystemTime,
+    classified: Vec<(FileInfo, Entry)>,
+    /// Blobs whose content matches their digest.
+    present: HashSet<Digest>,
+    /// Every revision link, by repository.
+    revisions: HashSet<(RepoName, Digest)>,
+    report: CheckReport,
+}
+
+impl Run<'_> {
+    /// Every blob hashed against its digest.
+    async fn blobs(&mut self) -> Result<()> {
+        let (registry, options) = (self.registry, self.options);
+        let Run {
+            classified,
+            present,
+            report,
+            ..
+        } = self;
         // Blobs: every one hashed against its digest.
         let blobs: Vec<(&FileInfo, &Digest)> = classified
             .iter()
@@ -110,11 +165,10 @@ impl Registry {
             })
             .collect();
         let hashed: Vec<Result<Option<Digest>>> = stream::iter(&blobs)
-            .map(|(f, d)| self.hash_blob(&f.path, d))
+            .map(|(f, d)| registry.hash_blob(&f.path, d))
             .buffered(HASH_CONCURRENCY)
             .collect()
             .await;
-        let mut present: HashSet<Digest> = HashSet::new();
         for ((f, digest), actual) in blobs.iter().zip(hashed) {
             report.blobs_checked += 1;
             report.bytes_checked += f.size;
@@ -125,7 +179,8 @@ impl Registry {
                 Some(actual) => {
                     // Removing wrong content is safe: it can never be served correctly, and
                     // while it sits there a re-push of the right content is skipped.
-                    let repaired = options.repair && self.driver().delete(&f.path).await.is_ok();
+                    let repaired =
+                        options.repair && registry.driver().delete(&f.path).await.is_ok();
                     report.add(
                         "corrupt-blob",
                         &f.path,
@@ -137,6 +192,23 @@ impl Registry {
             }
         }
 
+        Ok(())
+    }
+
+    /// Every link read (concurrently), then judged against the blobs and revisions.
+    async fn links(&mut self) -> Result<()> {
+        let (registry, options, now) = (self.registry, self.options, self.now);
+        let Run {
+            classified,
+            present,
+            revisions,
+            report,
+            ..
+        } = self;
+        let old = |f: &FileInfo| {
+            now.duration_since(f.modified)
+                .is_ok_and(|a| a > options.grace_period)
+        };
         // Links: read concurrently, then judged together.
         let links: Vec<&(FileInfo, Entry)> = classified
             .iter()
@@ -153,7 +225,7 @@ impl Registry {
             .collect();
         let states: Vec<Result<LinkState>> = stream::iter(&links)
             .map(|(f, _)| async move {
-                match self.driver().get(&f.path).await {
+                match registry.driver().get(&f.path).await {
                     Ok(bytes) => Ok(std::str::from_utf8(&bytes)
                         .ok()
                         .and_then(|s| Digest::parse(s.trim()).ok())
@@ -165,8 +237,7 @@ impl Registry {
             .buffered(READ_CONCURRENCY)
             .collect()
             .await;
-        let mut revisions: HashSet<(RepoName, Digest)> = HashSet::new();
-        for (_, e) in &classified {
+        for (_, e) in classified.iter() {
             if let Entry::Revision(r, d) = e {
                 revisions.insert((r.clone(), d.clone()));
             }
@@ -187,9 +258,9 @@ impl Registry {
                         _ => None,
                     };
                     let repaired = match (options.repair, fix) {
-                        (true, Some(d)) => {
-                            crate::write_link(self.driver(), &f.path, d).await.is_ok()
-                        }
+                        (true, Some(d)) => crate::write_link(registry.driver(), &f.path, d)
+                            .await
+                            .is_ok(),
                         _ => false,
                     };
                     report.add(
@@ -207,7 +278,7 @@ impl Registry {
                     // Safe: the repository could not serve the blob anyway.
                     let repaired = options.repair
                         && old(f)
-                        && self.driver().delete(&f.path.parent()).await.is_ok();
+                        && registry.driver().delete(&f.path.parent()).await.is_ok();
                     report.add(
                         "dangling-layer-link",
                         &f.path,
@@ -237,7 +308,7 @@ impl Registry {
                     // Safe: the referrers API already skips it.
                     let repaired = options.repair
                         && old(f)
-                        && self.driver().delete(&f.path.parent()).await.is_ok();
+                        && registry.driver().delete(&f.path.parent()).await.is_ok();
                     report.add(
                         "stale-referrer",
                         &f.path,
@@ -249,6 +320,18 @@ impl Registry {
             }
         }
 
+        Ok(())
+    }
+
+    /// Every stored manifest: everything it references must be there.
+    async fn manifests(&mut self) -> Result<()> {
+        let registry = self.registry;
+        let Run {
+            present,
+            revisions,
+            report,
+            ..
+        } = self;
         // Manifests: everything they reference must be there.
         let stored: Vec<&(RepoName, Digest)> = revisions
             .iter()
@@ -256,7 +339,7 @@ impl Registry {
             .collect();
         let read: Vec<Result<Option<bytes::Bytes>>> = stream::iter(&stored)
             .map(|(_, d)| async move {
-                match self.driver().get(&layout::blob_data(d)).await {
+                match registry.driver().get(&layout::blob_data(d)).await {
                     Ok(b) => Ok(Some(b)),
                     Err(e) if e.is_not_found() => Ok(None),
                     Err(e) => Err(e.into()),
@@ -299,6 +382,19 @@ impl Registry {
             }
         }
 
+        Ok(())
+    }
+
+    /// What interrupted work left: upload sessions, temporary files, quarantines.
+    async fn leftovers(&mut self) -> Result<()> {
+        let (registry, options, now) = (self.registry, self.options, self.now);
+        let Run {
+            classified, report, ..
+        } = self;
+        let old = |f: &FileInfo| {
+            now.duration_since(f.modified)
+                .is_ok_and(|a| a > options.grace_period)
+        };
         // Leftovers: upload sessions, temporaries, quarantines.
         let sessions = crate::sessions::sessions_of(classified.iter().map(|(f, e)| (f, e)));
         for session in sessions {
@@ -308,7 +404,8 @@ impl Registry {
             let incomplete = !session.complete();
             if (incomplete && age > options.grace_period) || session.stale(now, options.upload_age)
             {
-                let repaired = options.repair && self.remove_stored_session(&session).await.is_ok();
+                let repaired =
+                    options.repair && registry.remove_stored_session(&session).await.is_ok();
                 report.add(
                     "orphaned-upload",
                     &session.dir,
@@ -325,14 +422,14 @@ impl Registry {
                 );
             }
         }
-        for tmp in self.temporaries().await? {
+        for tmp in registry.temporaries().await? {
             // A younger one may be a write still in flight, here or in another replica (a
             // collection pass writing its marker when berth was stopped, say): not a problem
             // until it outlives the grace period.
             if !old(&tmp) {
                 continue;
             }
-            let repaired = options.repair && self.driver().delete(&tmp.path).await.is_ok();
+            let repaired = options.repair && registry.driver().delete(&tmp.path).await.is_ok();
             report.add(
                 "temporary-file",
                 &tmp.path,
@@ -343,14 +440,14 @@ impl Registry {
         // What a collection set aside is judged by its run, as the collector itself judges
         // it: a rename keeps the file's old modification time, so the file's own age would
         // call a run in progress (here, or in another replica) interrupted.
-        let abandoned = self
+        let abandoned = registry
             .abandoned_runs(
                 None,
                 now,
                 now.checked_sub(options.grace_period).unwrap_or(now),
             )
             .await?;
-        for (f, e) in &classified {
+        for (f, e) in classified.iter() {
             let (run, target) = match e {
                 Entry::QuarantinedBlob(run, d) => (run, layout::blob_data(d)),
                 Entry::QuarantinedRevision(run, r, d) => (run, layout::revision_link(r, d)),
@@ -362,13 +459,14 @@ impl Registry {
             }
             // The walk may be long past: a run live then may since have finished, deleting
             // what it set aside and then its marker.
-            match self.driver().stat(&f.path).await {
+            match registry.driver().stat(&f.path).await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             }
             // Putting back is always safe; the next collection decides again.
-            let repaired = options.repair && self.driver().move_to(&f.path, &target).await.is_ok();
+            let repaired =
+                options.repair && registry.driver().move_to(&f.path, &target).await.is_ok();
             report.add(
                 "quarantined",
                 &f.path,
@@ -378,28 +476,6 @@ impl Registry {
                 repaired,
             );
         }
-        Ok(report)
-    }
-
-    /// Hashes a blob; `None` when it vanished meanwhile (a collection swept it).
-    async fn hash_blob(&self, path: &StoragePath, digest: &Digest) -> Result<Option<Digest>> {
-        let mut stream = match self.driver().reader(path, 0, None).await {
-            Ok(s) => s,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let mut hasher = Hasher::new(digest.algorithm());
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| {
-                crate::Error::Storage(berth_storage::StorageError::Io {
-                    driver: self.driver().name(),
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                })
-            })?;
-            hasher.update(&chunk);
-        }
-        Ok(Some(hasher.finish()))
+        Ok(())
     }
 }
