@@ -69,6 +69,10 @@ pub fn max_connections_for(soft: Option<u64>) -> usize {
         .clamp(16, 16_384)
 }
 
+/// How long a response must have waited for its client before its connection may be closed
+/// to make room.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
+
 /// What the table and its connections share.
 struct Shared {
     /// A connection closed or stopped working (so it may be evicted).
@@ -141,7 +145,7 @@ impl Table {
             changed.as_mut().enable();
             {
                 let open = self.lock();
-                if open.len() < self.max || open.values().any(|c| c.waiting_since().is_some()) {
+                if open.len() < self.max || open.values().any(|c| c.evictable_since().is_some()) {
                     return;
                 }
             }
@@ -163,7 +167,7 @@ impl Table {
         let longest = open
             .iter()
             .filter(|(id, _)| **id != newcomer.id)
-            .filter_map(|(id, c)| Some((*id, c.waiting_since()?)))
+            .filter_map(|(id, c)| Some((*id, c.evictable_since()?)))
             .min_by_key(|(_, since)| *since)
             .map(|(id, _)| id);
         let Some(conn) = longest.and_then(|id| open.remove(&id)) else {
@@ -184,7 +188,7 @@ impl Table {
         let mut open = self.lock();
         let longest = open
             .iter()
-            .filter_map(|(id, c)| Some((*id, c.waiting_since()?)))
+            .filter_map(|(id, c)| Some((*id, c.evictable_since()?)))
             .min_by_key(|(_, since)| *since)
             .map(|(id, _)| id);
         if let Some(conn) = longest.and_then(|id| open.remove(&id)) {
@@ -248,6 +252,21 @@ impl Conn {
     fn waiting_since(&self) -> Option<u64> {
         let busy = self.busy.load(Ordering::Acquire);
         (busy == self.waiting.load(Ordering::Acquire)).then(|| self.since.load(Ordering::Acquire))
+    }
+
+    /// When this connection started waiting on its client, if it may be closed to make room:
+    /// idle, or with responses the client has not taken for [`STALLED_AFTER`] (a client
+    /// reading steadily, however slowly, is between frames only briefly).
+    fn evictable_since(&self) -> Option<u64> {
+        let since = self.waiting_since()?;
+        let stalled_for = self.shared.now_ms().saturating_sub(since);
+        (self.busy.load(Ordering::Acquire) == 0 || stalled_for >= STALLED_AFTER.as_millis() as u64)
+            .then_some(since)
+    }
+
+    /// No request in flight, no body alive.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
     }
 
     fn waited_for(&self) -> Duration {

@@ -276,10 +276,11 @@ impl Connection {
                 () = conn.evicted(), if closing.is_none() => true,
                 _ = stopping.wait_for(|s| *s), if closing.is_none() => true,
                 () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
-                    // A request still working may finish (the drain timeout bounds it at
-                    // shutdown); one waiting on its client, which a graceful close cannot
-                    // reach through a full window, is dropped.
-                    if conn.time_left(&limits).is_some() {
+                    // A request still in flight may finish, a slow download included (the
+                    // drain timeout bounds it at shutdown); an idle connection that did not
+                    // close, or one whose response the client stopped taking past the limit
+                    // (a graceful close cannot reach it through a full window), is dropped.
+                    if conn.is_idle() || conn.time_left(&limits) == Some(Duration::ZERO) {
                         break;
                     }
                     false
