@@ -280,6 +280,20 @@ async fn expired_pins_are_removed_without_a_collection() {
     }
 }
 
+/// `check` with a grace period of an hour.
+fn check_options(repair: bool) -> berth_registry::CheckOptions {
+    berth_registry::CheckOptions {
+        repair,
+        grace_period: Duration::from_secs(3600),
+        upload_age: Duration::from_secs(7 * 24 * 3600),
+    }
+}
+
+/// The kinds of problem a check reported.
+fn kinds(r: &berth_registry::CheckReport) -> Vec<&str> {
+    r.problems.iter().map(|p| p.kind).collect()
+}
+
 /// A temporary file younger than the grace period may be a write still in flight (a
 /// collection pass's marker when berth was stopped mid-write, or another replica's put):
 /// `check` leaves it unreported; once older, it is reported, and `--repair` removes it.
@@ -294,23 +308,15 @@ async fn check_reports_temporaries_only_past_the_grace_period() {
         .join("docker/registry/v2/_berth/gc/run/.started.tmp-0123456789abcdef");
     std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
     std::fs::write(&tmp, b"").unwrap();
-    let options = |repair| berth_registry::CheckOptions {
-        repair,
-        grace_period: Duration::from_secs(3600),
-        upload_age: Duration::from_secs(7 * 24 * 3600),
-    };
-    let kinds = |r: &berth_registry::CheckReport| -> Vec<&str> {
-        r.problems.iter().map(|p| p.kind).collect()
-    };
 
-    let young = reg.check(&options(false)).await.unwrap();
+    let young = reg.check(&check_options(false)).await.unwrap();
     assert!(young.problems.is_empty(), "{:?}", kinds(&young));
 
     age_everything(dir.path());
-    let old = reg.check(&options(false)).await.unwrap();
+    let old = reg.check(&check_options(false)).await.unwrap();
     assert_eq!(kinds(&old), ["temporary-file"]);
     assert!(tmp.exists(), "check without --repair removed it");
-    let repaired = reg.check(&options(true)).await.unwrap();
+    let repaired = reg.check(&check_options(true)).await.unwrap();
     assert!(repaired.problems.iter().all(|p| p.repaired));
     assert!(!tmp.exists(), "--repair left it");
 }
@@ -338,16 +344,8 @@ async fn check_reports_a_quarantine_only_when_its_run_is_gone() {
     let marker = v2.join(format!("_berth/gc/{run}/started"));
     std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
     std::fs::write(&marker, b"").unwrap();
-    let options = |repair| berth_registry::CheckOptions {
-        repair,
-        grace_period: Duration::from_secs(3600),
-        upload_age: Duration::from_secs(7 * 24 * 3600),
-    };
-    let kinds = |r: &berth_registry::CheckReport| -> Vec<&str> {
-        r.problems.iter().map(|p| p.kind).collect()
-    };
 
-    let running = reg.check(&options(false)).await.unwrap();
+    let running = reg.check(&check_options(false)).await.unwrap();
     assert!(
         !kinds(&running).contains(&"quarantined"),
         "{:?}",
@@ -355,7 +353,7 @@ async fn check_reports_a_quarantine_only_when_its_run_is_gone() {
     );
 
     std::fs::remove_dir_all(marker.parent().unwrap()).unwrap();
-    let died = reg.check(&options(true)).await.unwrap();
+    let died = reg.check(&check_options(true)).await.unwrap();
     assert!(kinds(&died).contains(&"quarantined"), "{:?}", kinds(&died));
     assert!(
         data.exists() && !aside.exists(),

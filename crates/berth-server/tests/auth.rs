@@ -540,16 +540,20 @@ async fn without_a_policy_every_user_may_do_everything_and_anonymous_nothing() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
-async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client_and_name_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let driver = berth_storage::FsDriver::new(dir.path().join("storage")).unwrap();
+/// berth with htpasswd auth (and `policy`) on the production accept loop, which records the
+/// client's address the login limits count by: its port, and the task to abort.
+async fn serve_on_accept_loop(
+    dir: &std::path::Path,
+    policy: Option<Policy>,
+    bind: &str,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let driver = berth_storage::FsDriver::new(dir.join("storage")).unwrap();
     let registry = berth_registry::Registry::new(Arc::new(driver), Options::default());
     let http = HttpOptions {
-        auth: Some(auth(dir.path(), Some(policy()))),
+        auth: Some(auth(dir, policy)),
         ..HttpOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(berth_server::serve(
         listener,
@@ -557,6 +561,14 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
         std::future::pending(),
         std::time::Duration::from_secs(1),
     ));
+    (port, task)
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client_and_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // On every address: the test reaches it from 127.0.0.2 too.
+    let (port, task) = serve_on_accept_loop(dir.path(), Some(policy()), "0.0.0.0:0").await;
     let url = format!("http://127.0.0.1:{port}/v2/");
     let get = |client: reqwest::Client, user: &'static str, pw: &'static str| {
         let url = url.clone();
@@ -624,20 +636,7 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
 #[tokio::test]
 async fn parallel_right_passwords_are_never_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let driver = berth_storage::FsDriver::new(dir.path().join("storage")).unwrap();
-    let registry = berth_registry::Registry::new(Arc::new(driver), Options::default());
-    let http = HttpOptions {
-        auth: Some(auth(dir.path(), None)),
-        ..HttpOptions::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(berth_server::serve(
-        listener,
-        berth_server::app(registry, http),
-        std::future::pending(),
-        std::time::Duration::from_secs(1),
-    ));
+    let (port, task) = serve_on_accept_loop(dir.path(), None, "127.0.0.1:0").await;
     let requests = (0..3 * berth_server::auth::MAX_FAILURES).map(|_| {
         // A client each: separate connections, all at once.
         let client = plain_client();

@@ -57,3 +57,17 @@ pub fn raise_nofile(want: u64) -> u64 {
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs one test's body on its own two-thread runtime, after any other test of the same test
+/// binary that runs this way has finished: for tests that measure time on a shared machine.
+pub fn serially<F: std::future::Future>(test: F) -> F::Output {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test)
+}

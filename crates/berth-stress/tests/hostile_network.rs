@@ -23,28 +23,16 @@
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use berth_stress::http::{Conn, Reader, Resp};
 use berth_stress::raise_nofile;
+use berth_stress::serially;
 use berth_stress::server::{Berth, Setup};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Runs one test's body on its own runtime, after any other test of this file has finished.
-fn serially<F: std::future::Future>(test: F) -> F::Output {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test)
-}
 
 /// The short timeouts the timing tests run with.
 const SHORT_TIMEOUTS: &str = "headertimeout: 2s\nidletimeout: 2s\nhandshaketimeout: 2s";

@@ -15,26 +15,13 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_stress::http::{Conn, Resp};
+use berth_stress::serially;
 use berth_stress::server::Berth;
 use berth_stress::{content, sha256};
 use tokio::io::AsyncWriteExt;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Runs one test's body on its own runtime, after any other test of this file has finished.
-fn serially<F: std::future::Future>(test: F) -> F::Output {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test)
-}
 
 async fn request(b: &Berth, method: &str, target: &str, body: &[u8]) -> Resp {
     let mut c = Conn::connect(b.addr).await.unwrap();
