@@ -102,6 +102,10 @@ impl RangeRequest {
                 })
             }
             RangeRequest::From { start, end } => {
+                // `parse` never builds an inverted range; one built by hand is malformed.
+                if end.is_some_and(|end| end < start) {
+                    return Err(RangeError::Malformed(format!("bytes={start}-{end:?}")));
+                }
                 if start >= total {
                     return Err(RangeError::Unsatisfiable);
                 }

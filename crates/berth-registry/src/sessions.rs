@@ -87,10 +87,13 @@ impl Registry {
 
     /// Removes a stored session and forgets its in-memory state; one already gone is fine.
     pub(crate) async fn remove_stored_session(&self, session: &StoredSession) -> Result<()> {
-        self.inner.uploads.forget(&session.id);
         match self.driver().delete(&session.dir).await {
+            // Still stored: keep its state, it may yet be resumed.
             Err(e) if !e.is_not_found() => Err(e.into()),
-            _ => Ok(()),
+            _ => {
+                self.inner.uploads.forget(&session.id);
+                Ok(())
+            }
         }
     }
 }

@@ -405,7 +405,13 @@ impl Registry {
             .map(|from| async move { self.blob_linked_and_present(&from, digest).await })
             .buffer_unordered(MOUNT_SEARCH_CONCURRENCY);
         while let Some(linked) = checks.next().await {
-            if linked? {
+            // A repository that cannot be read is not a source; the caller then uploads, as
+            // it would have without the search.
+            let linked = linked.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "mount search: a repository could not be read");
+                false
+            });
+            if linked {
                 self.link_layer(repo, digest).await?;
                 return Ok(true);
             }

@@ -259,6 +259,7 @@ impl Connection {
         tokio::pin!(connection);
         // Once told to close: when to drop the connection if it has not closed by itself.
         let mut closing: Option<tokio::time::Instant> = None;
+        let mut evicted = false;
         // While working, look again this often: a response becomes stalled without a signal.
         let recheck =
             (limits.idle_timeout.min(limits.header_timeout) / 4).max(Duration::from_millis(250));
@@ -273,14 +274,22 @@ impl Connection {
                 () = tokio::time::sleep(conn.time_left(&limits).unwrap_or(recheck)), if closing.is_none() => {
                     conn.time_left(&limits) == Some(Duration::ZERO)
                 }
-                () = conn.evicted(), if closing.is_none() => true,
+                () = conn.evicted(), if closing.is_none() => {
+                    evicted = true;
+                    true
+                }
                 _ = stopping.wait_for(|s| *s), if closing.is_none() => true,
                 () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
                     // A request still in flight may finish, a slow download included (the
                     // drain timeout bounds it at shutdown); an idle connection that did not
                     // close, or one whose response the client stopped taking past the limit
                     // (a graceful close cannot reach it through a full window), is dropped.
-                    if conn.is_idle() || conn.time_left(&limits) == Some(Duration::ZERO) {
+                    // Evicted, it left the table already: waiting on its client at all is enough,
+                    // or a trickling client would hold a handle the table no longer counts.
+                    if conn.is_idle()
+                        || conn.time_left(&limits) == Some(Duration::ZERO)
+                        || (evicted && conn.time_left(&limits).is_some())
+                    {
                         break;
                     }
                     false
