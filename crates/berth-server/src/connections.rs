@@ -160,13 +160,25 @@ impl Table {
     /// than `newcomer`; false when there was nothing to close. The closed one leaves the table
     /// at once, so its slot is free before its task has finished closing it.
     pub(crate) fn make_room(&self, newcomer: &Registered) -> bool {
-        let mut open = self.lock();
-        if open.len() <= self.max {
+        if self.len() <= self.max {
             return false;
         }
+        self.evict(Some(newcomer.id))
+    }
+
+    /// Closes the connection that has waited on its client longest, whatever the count: for
+    /// when the process runs out of file handles.
+    pub(crate) fn evict_one(&self) {
+        self.evict(None);
+    }
+
+    /// Closes the evictable connection that has waited on its client longest, other than
+    /// `spare`; false when there is none.
+    fn evict(&self, spare: Option<u64>) -> bool {
+        let mut open = self.lock();
         let longest = open
             .iter()
-            .filter(|(id, _)| **id != newcomer.id)
+            .filter(|(id, _)| Some(**id) != spare)
             .filter_map(|(id, c)| Some((*id, c.evictable_since()?)))
             .min_by_key(|(_, since)| *since)
             .map(|(id, _)| id);
@@ -176,24 +188,10 @@ impl Table {
         drop(open);
         tracing::debug!(
             waited_ms = conn.waited_for().as_millis() as u64,
-            "connection limit reached: closing the connection that waited on its client longest"
+            "closing the connection that waited on its client longest, to make room"
         );
         conn.evicted.notify_one();
         true
-    }
-
-    /// Closes the connection that has waited on its client longest, whatever the count: for
-    /// when the process runs out of file handles.
-    pub(crate) fn evict_one(&self) {
-        let mut open = self.lock();
-        let longest = open
-            .iter()
-            .filter_map(|(id, c)| Some((*id, c.evictable_since()?)))
-            .min_by_key(|(_, since)| *since)
-            .map(|(id, _)| id);
-        if let Some(conn) = longest.and_then(|id| open.remove(&id)) {
-            conn.evicted.notify_one();
-        }
     }
 
     /// Adds a just-accepted connection; it leaves the table when the returned handle drops.
