@@ -7,6 +7,7 @@ use berth_oci::RepoName;
 use berth_registry::{Error, Page, path_order};
 use http::header;
 
+use crate::endpoint::Endpoint;
 use crate::{ApiError, Ctx, set};
 
 /// Default and maximum page size of the catalog (`catalog.maxentries`), as in Distribution.
@@ -86,7 +87,7 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     } else {
         ctx.registry().catalog(Some(n), last.as_deref()).await?
     };
-    let next = next_link("/v2/_catalog", &page, Some(n));
+    let next = next_link(&Endpoint::Catalog.path(), &page, Some(n));
     let body = Listing {
         name: None,
         repositories: Some(page.items()),
@@ -99,7 +100,14 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, Api
     let n = page_size(ctx)?;
     let last = ctx.query_param("last");
     let page = ctx.registry().list_tags(repo, n, last.as_deref()).await?;
-    let next = next_link(&format!("/v2/{repo}/tags/list"), &page, n);
+    let next = next_link(
+        &Endpoint::Tags {
+            name: repo.as_str(),
+        }
+        .path(),
+        &page,
+        n,
+    );
     let body = Listing {
         name: Some(repo.as_str()),
         repositories: None,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
+use crate::endpoint::Endpoint;
 use crate::{ApiError, Ctx, empty, error, set};
 
 pub(crate) async fn handle(
@@ -61,7 +62,13 @@ pub(crate) async fn handle(
             set(
                 &mut r,
                 header::LOCATION,
-                ctx.url(&format!("/v2/{repo}/manifests/{digest}")),
+                ctx.url(
+                    &Endpoint::Manifest {
+                        name: repo.as_str(),
+                        reference: &digest,
+                    }
+                    .path(),
+                ),
             );
             set(&mut r, "docker-content-digest", digest);
             if let Some(subject) = put.subject {

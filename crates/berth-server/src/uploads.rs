@@ -7,6 +7,7 @@ use berth_oci::{ContentRange, RepoName};
 use berth_registry::{Error, UploadId, UploadStatus};
 use http::{Method, StatusCode, header};
 
+use crate::endpoint::Endpoint;
 use crate::{ApiError, Ctx, digest, empty, error, set};
 
 /// `POST /v2/<name>/blobs/uploads/`
@@ -122,7 +123,13 @@ fn blob_created(ctx: &Ctx<'_>, repo: &RepoName, digest: &str) -> Response {
     set(
         &mut r,
         header::LOCATION,
-        ctx.url(&format!("/v2/{repo}/blobs/{digest}")),
+        ctx.url(
+            &Endpoint::Blob {
+                name: repo.as_str(),
+                digest,
+            }
+            .path(),
+        ),
     );
     set(&mut r, "docker-content-digest", digest);
     r
@@ -131,6 +138,16 @@ fn blob_created(ctx: &Ctx<'_>, repo: &RepoName, digest: &str) -> Response {
 /// Distribution's `Range` form for an upload: `0-<last byte>`, and `0-0` when empty.
 fn range_value(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
+}
+
+/// Where an upload session continues: both its progress responses and a refused chunk send
+/// the client there.
+fn upload_path(repo: &RepoName, id: &str) -> String {
+    Endpoint::Upload {
+        name: repo.as_str(),
+        id,
+    }
+    .path()
 }
 
 fn upload_response(
@@ -143,7 +160,7 @@ fn upload_response(
     set(
         &mut r,
         header::LOCATION,
-        ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", s.id.as_str())),
+        ctx.url(&upload_path(repo, s.id.as_str())),
     );
     set(&mut r, header::RANGE, range_value(s.size));
     set(&mut r, "docker-upload-uuid", s.id.as_str());
@@ -153,10 +170,7 @@ fn upload_response(
 /// 416 for a chunk that does not continue the upload, with where it stands.
 fn range_invalid(ctx: &Ctx<'_>, repo: &RepoName, id: &UploadId, size: u64) -> ApiError {
     ApiError::from(Error::RangeInvalid { size })
-        .with_header(
-            header::LOCATION,
-            ctx.url(&format!("/v2/{repo}/blobs/uploads/{}", id.as_str())),
-        )
+        .with_header(header::LOCATION, ctx.url(&upload_path(repo, id.as_str())))
         .with_header(header::RANGE, range_value(size))
         .with_header(
             http::HeaderName::from_static("docker-upload-uuid"),

@@ -256,13 +256,13 @@ async fn every_endpoint_times_every_role() {
                 "GET blob" => req(Method::GET, format!("/v2/{repo}/blobs/{layer_digest}")),
                 "HEAD blob" => req(Method::HEAD, format!("/v2/{repo}/blobs/{layer_digest}")),
                 "DELETE blob" => {
-                    let d = s.push_blob(repo, &content(next(), 50)).await;
+                    let d = s.push_blob(repo, &content(next().into(), 50)).await;
                     req(Method::DELETE, format!("/v2/{repo}/blobs/{d}"))
                 }
                 "PUT blob" => req(Method::PUT, format!("/v2/{repo}/blobs/{layer_digest}")),
                 "POST upload" => req(Method::POST, format!("/v2/{repo}/blobs/uploads/")),
                 "POST upload monolithic" => {
-                    let data = content(next(), 77);
+                    let data = content(next().into(), 77);
                     Request {
                         method: Method::POST,
                         target: format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(&data)),
@@ -292,13 +292,13 @@ async fn every_endpoint_times_every_role() {
                     Request {
                         method: Method::PATCH,
                         target: s.path_of(&loc),
-                        body: Some(content(next(), 10)),
+                        body: Some(content(next().into(), 10)),
                         content_type: None,
                     }
                 }
                 "PUT upload" => {
                     let loc = s.start_upload(repo).await;
-                    let data = content(next(), 33);
+                    let data = content(next().into(), 33);
                     let path = s.path_of(&loc);
                     let sep = if path.contains('?') { '&' } else { '?' };
                     Request {
@@ -541,34 +541,31 @@ async fn without_a_policy_every_user_may_do_everything_and_anonymous_nothing() {
 }
 
 /// berth with htpasswd auth (and `policy`) on the production accept loop, which records the
-/// client's address the login limits count by: its port, and the task to abort.
+/// client's address the login limits count by.
 async fn serve_on_accept_loop(
     dir: &std::path::Path,
     policy: Option<Policy>,
     bind: &str,
-) -> (u16, tokio::task::JoinHandle<()>) {
-    let driver = berth_storage::FsDriver::new(dir.join("storage")).unwrap();
-    let registry = berth_registry::Registry::new(Arc::new(driver), Options::default());
+) -> berth_tests::in_process::Served {
+    let registry = berth_tests::in_process::registry(&dir.join("storage"), Options::default());
     let http = HttpOptions {
         auth: Some(auth(dir, policy)),
         ..HttpOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(berth_server::serve(
-        listener,
+    berth_tests::in_process::serve_app(
+        bind,
         berth_server::app(registry, http),
-        std::future::pending(),
-        std::time::Duration::from_secs(1),
-    ));
-    (port, task)
+        berth_server::ServeOptions::default(),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client_and_name_only() {
     let dir = tempfile::tempdir().unwrap();
     // On every address: the test reaches it from 127.0.0.2 too.
-    let (port, task) = serve_on_accept_loop(dir.path(), Some(policy()), "0.0.0.0:0").await;
+    let served = serve_on_accept_loop(dir.path(), Some(policy()), "0.0.0.0:0").await;
+    let port = served.addr.port();
     let url = format!("http://127.0.0.1:{port}/v2/");
     let get = |client: reqwest::Client, user: &'static str, pw: &'static str| {
         let url = url.clone();
@@ -627,7 +624,7 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    task.abort();
+    drop(served);
 }
 
 /// A client opening many connections at once with the right password (docker pushing layers
@@ -636,7 +633,8 @@ async fn wrong_credentials_are_401_and_repeated_failures_are_429_for_that_client
 #[tokio::test]
 async fn parallel_right_passwords_are_never_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, task) = serve_on_accept_loop(dir.path(), None, "127.0.0.1:0").await;
+    let served = serve_on_accept_loop(dir.path(), None, "127.0.0.1:0").await;
+    let port = served.addr.port();
     let requests = (0..3 * berth_server::auth::MAX_FAILURES).map(|_| {
         // A client each: separate connections, all at once.
         let client = plain_client();
@@ -653,7 +651,7 @@ async fn parallel_right_passwords_are_never_refused() {
     });
     let statuses = futures_util::future::join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    task.abort();
+    drop(served);
 }
 
 /// berth's own token server (`auth.tokenserver`): tokens carry exactly what the policy gives

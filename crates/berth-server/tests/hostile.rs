@@ -23,10 +23,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_registry::{Options, Registry};
+use berth_registry::Options;
 use berth_server::HttpOptions;
 use common::{DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, content, descriptor, sha256, to_body};
 use serde_json::json;
@@ -305,25 +304,17 @@ struct Fixture {
     manifest: Vec<u8>,
     manifest_digest: String,
     session: String,
+    _served: berth_tests::in_process::Served,
 }
 
 /// Starts berth's real accept loop over `root` and pushes one image and opens one session.
 async fn start(root: &Path) -> Fixture {
-    let driver = berth_storage::FsDriver::new(root).unwrap();
     let options = Options {
         delete_enabled: true,
         ..Options::default()
     };
-    let registry = Registry::new(Arc::new(driver), options);
-    let app = berth_server::app(registry, HttpOptions::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(berth_server::serve(
-        listener,
-        app,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let served = berth_tests::in_process::serve(root, options, HttpOptions::default()).await;
+    let addr = served.addr;
 
     let config = to_body(&json!({ "architecture": "amd64", "os": "linux" }));
     let layer = content(7, 3000);
@@ -370,6 +361,7 @@ async fn start(root: &Path) -> Fixture {
         manifest_digest: sha256(&manifest),
         manifest,
         session,
+        _served: served,
     }
 }
 

@@ -3,11 +3,12 @@
 //! `minimumtls`, and certificate rotation without a restart.
 #![allow(clippy::unwrap_used)] // A test: a panic is a failed test, with its message.
 
+use berth_tests::in_process::{self, Served};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_registry::{Options, Registry};
+use berth_registry::Options;
 use berth_server::HttpOptions;
 use berth_server::tls::{MinimumTls, TlsOptions};
 use bytes::Bytes;
@@ -58,13 +59,7 @@ impl Ca {
 struct Server {
     port: u16,
     dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: Served,
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -90,21 +85,22 @@ async fn server(ca: &Ca, client_cas: &[&Ca], minimum: MinimumTls) -> Server {
         minimum,
     })
     .unwrap();
-    let driver = berth_storage::FsDriver::new(dir.path().join("storage")).unwrap();
-    let registry = Registry::new(Arc::new(driver), Options::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(berth_server::serve_with(
-        listener,
+    let registry = in_process::registry(&dir.path().join("storage"), Options::default());
+    let served = in_process::serve_app(
+        "127.0.0.1:0",
         berth_server::app(registry, HttpOptions::default()),
-        std::future::pending(),
         berth_server::ServeOptions {
             tls: Some(acceptor),
             drain: Duration::from_secs(1),
             ..berth_server::ServeOptions::default()
         },
-    ));
-    Server { port, dir, task }
+    )
+    .await;
+    Server {
+        port: served.addr.port(),
+        dir,
+        _served: served,
+    }
 }
 
 struct ClientOptions<'a> {

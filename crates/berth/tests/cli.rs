@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,14 +18,6 @@ fn berth() -> Command {
     }
     c.env_remove("RUST_LOG");
     c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(dir: &Path, yaml: &str) -> std::path::PathBuf {
@@ -56,11 +48,15 @@ impl Drop for Running {
     }
 }
 
-fn wait_until_serving(port: u16) {
+/// The port berth (process `pid`, told to listen on port 0) was given by the kernel.
+fn wait_until_serving(pid: u32) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Some(port) = berth_tests::process::listening_port(pid) {
+            return port;
+        }
         assert!(Instant::now() < deadline, "berth did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -102,7 +98,6 @@ fn unsupported_auth_kinds_and_unusable_htpasswd_are_refused_not_ignored() {
 #[test]
 fn serves_with_file_env_overrides_headers_and_json_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let root = dir.path().join("data");
     let cfg = write_config(
         dir.path(),
@@ -111,15 +106,15 @@ fn serves_with_file_env_overrides_headers_and_json_logs() {
     let mut child = berth()
         .arg("serve")
         .arg(&cfg)
-        .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
         .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &root)
         .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let port = wait_until_serving(child.id());
     let running = Running(child);
-    wait_until_serving(port);
 
     let base = get(port, "/v2/");
     assert!(base.starts_with("HTTP/1.1 200"), "{base}");

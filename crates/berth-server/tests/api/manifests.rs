@@ -50,7 +50,7 @@ async fn round_trip(
 /// (without `mediaType` when `with_media_type` is false).
 async fn oci_image(s: &TestServer, repo: &str, seed: u8, with_media_type: bool) -> Vec<u8> {
     let config = to_body(&json!({ "architecture": "arm64", "os": "linux", "seed": seed }));
-    let layer = content(seed, 2000);
+    let layer = content(seed.into(), 2000);
     s.push_blob(repo, &config).await;
     s.push_blob(repo, &layer).await;
     let mut m = json!({
@@ -260,7 +260,7 @@ async fn the_first_missing_layer_in_order_is_the_one_named() {
     s.push_blob("a", &config).await;
     let mut layers = Vec::new();
     for i in 0..40u8 {
-        let layer = content(100 + i, 64);
+        let layer = content(100 + u64::from(i), 64);
         if i != 20 && i != 30 {
             s.push_blob("a", &layer).await;
         }

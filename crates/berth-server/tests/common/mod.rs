@@ -1,5 +1,5 @@
 //! Shared helpers for the HTTP integration tests: a real berth server on a loopback socket
-//! over a temporary directory, a client whose every response is checked for the headers the
+//! over a temporary directory (served by the production accept loop, through the test kit), a client whose every response is checked for the headers the
 //! API promises on all responses, a raw-socket client for paths an URL library would
 //! normalise, and helpers to push blobs and manifests.
 #![allow(dead_code)]
@@ -8,65 +8,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_registry::{Options, Registry};
+use berth_registry::Options;
+use berth_tests::in_process::{self, Served};
 use berth_server::HttpOptions;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub use berth_tests::content::media::*;
+pub use berth_tests::content::{descriptor, to_body};
+#[allow(unused_imports, reason = "each test binary uses some of them")]
+pub use berth_tests::{content, hex_of, sha256, sha512};
 
 /// The path every storage file must live under.
 pub const V2: &str = "docker/registry/v2";
-
-/// `sha256:<hex>` of `data`.
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
-}
-
-/// `sha512:<hex>` of `data`.
-pub fn sha512(data: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
-}
-
-/// The hex part of a digest.
-pub fn hex_of(digest: &str) -> &str {
-    digest.split_once(':').expect("digest has a colon").1
-}
-
-/// Deterministic, non-repeating-looking test content.
-pub fn content(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
-        .collect()
-}
-
-/// A descriptor for `data`.
-pub fn descriptor(media_type: &str, data: &[u8]) -> Value {
-    json!({ "mediaType": media_type, "digest": sha256(data), "size": data.len() })
-}
-
-/// Serialises pretty-printed with a trailing newline, so stored bytes that were re-encoded
-/// (rather than kept as pushed) would show.
-pub fn to_body(v: &Value) -> Vec<u8> {
-    let mut b = serde_json::to_vec_pretty(v).expect("json");
-    b.extend_from_slice(b"\n");
-    b
-}
 
 /// A server under test.
 pub struct TestServer {
@@ -75,13 +33,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     dir: Arc<TempDir>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: Served,
 }
 
 /// Options with deletes allowed.
@@ -107,16 +59,8 @@ impl TestServer {
     /// A server over an existing directory (another server may share it). Storage lives in
     /// `<dir>/storage`, so a write that escaped the storage root would show up in `<dir>`.
     pub async fn start_on(dir: Arc<TempDir>, options: Options, http: HttpOptions) -> Self {
-        let driver = berth_storage::FsDriver::new(dir.path().join("storage")).expect("driver");
-        let registry = Registry::new(Arc::new(driver), options);
-        let app = berth_server::app(registry, http);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let served = in_process::serve(&dir.path().join("storage"), options, http).await;
+        let addr = served.addr;
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -127,7 +71,7 @@ impl TestServer {
             addr,
             client,
             dir,
-            task,
+            _served: served,
         }
     }
 
@@ -339,7 +283,7 @@ impl TestServer {
     /// them under `tag`.
     pub async fn push_image(&self, repo: &str, tag: &str, seed: u8) -> Image {
         let config = to_body(&json!({ "architecture": "amd64", "os": "linux", "seed": seed }));
-        let layer = content(seed, 1000 + seed as usize);
+        let layer = content(seed.into(), 1000 + seed as usize);
         self.push_blob(repo, &config).await;
         self.push_blob(repo, &layer).await;
         let manifest = to_body(&json!({

@@ -6,9 +6,9 @@
 //! arrives; this holds berth to the same. Runs without root, unlike the full-disk variant.
 #![allow(clippy::unwrap_used)] // A test: a panic is a failed test, with its message.
 
-use berth_torture::client::Client;
-use berth_torture::content;
-use berth_torture::server::Berth;
+use berth_tests::client::Client;
+use berth_tests::content;
+use berth_tests::process::Berth;
 use reqwest::Method;
 
 const BODY: usize = 64 << 20;
@@ -17,14 +17,12 @@ const ATTEMPTS: u64 = 32;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn early_refusals_of_large_patches_reach_the_client() {
     let work = tempfile::tempdir().unwrap();
-    let berth = Berth::start(&work.path().join("root"), work.path())
-        .await
-        .unwrap();
+    let berth = Berth::start_on(&work.path().join("root"), work.path());
     let mut failures = Vec::new();
     let mut next_failed = 0;
     let data = content(0x7265_6675, BODY);
     for i in 0..ATTEMPTS {
-        let c = Client::new(&berth.base).unwrap();
+        let c = Client::new(&berth.base()).unwrap();
         let data = data.clone();
         let (path, expected, range) = if i % 2 == 0 {
             // A chunk that does not start where the session ends: 416 and where it ends.

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_torture::client::{Client, Fail, UploadEvent, UploadKind, range_size};
-use berth_torture::disk::Checker;
-use berth_torture::server::Berth;
-use berth_torture::{Desc, content, image_manifest, sha256};
+use berth_tests::client::{Client, Fail, UploadEvent, UploadKind, range_size};
+use berth_tests::disk::Checker;
+use berth_tests::process::Berth;
+use berth_tests::{Desc, content, image_manifest, sha256};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
@@ -273,7 +273,7 @@ impl Worker {
                 Ok(_) => {
                     let mut l = ledger.lock().unwrap();
                     l.tag_puts.get_mut(&key).unwrap()[index].acked = Some(Instant::now());
-                    l.manifests.insert((repo.to_owned(), digest), body);
+                    l.manifests.insert((repo.to_owned(), digest), body.into());
                     l.manifests_this_round += 1;
                 }
                 Err(e) => return self.failed(&e),
@@ -492,12 +492,12 @@ async fn resume_sessions(c: &Client, ledger: &Shared, figures: &mut Figures) -> 
                     if held > s.acked {
                         figures.resumed_past_ack += 1;
                     }
-                    let rest = data.slice(held as usize..);
+                    let rest = data[held as usize..].to_vec();
                     let patched = match c.patch(&s.path, held, rest.clone()).await {
                         // `0-0` means 0 or 1 bytes; berth's 416 settles it.
                         Err(Fail::Status { status: 416, .. }) if range == "0-0" => {
                             held = 1;
-                            c.patch(&s.path, 1, data.slice(1..)).await
+                            c.patch(&s.path, 1, data[1..].to_vec()).await
                         }
                         other => other,
                     }
@@ -558,9 +558,9 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ITERATIONS);
-    let mut berth = Berth::start(&root, work.path()).await.unwrap();
+    let mut berth = Berth::start_on(&root, work.path());
     for iteration in 0..=iterations {
-        let c = Client::new(&berth.base).unwrap();
+        let c = Client::new(&berth.base()).unwrap();
         if iteration > 0 {
             let mut errors = verify(
                 &c,
@@ -589,7 +589,7 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
             .map(|id| {
                 let seed = SEED ^ ((iteration as u64) << 16) ^ id;
                 let worker = Worker {
-                    c: Client::new(&berth.base).unwrap(),
+                    c: Client::new(&berth.base()).unwrap(),
                     ledger: ledger.clone(),
                     killed: killed.clone(),
                     id,
@@ -635,7 +635,7 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
             l.acked_this_round = 0;
             l.manifests_this_round = 0;
         }
-        berth = Berth::start(&root, work.path()).await.unwrap();
+        berth = Berth::start_on(&root, work.path());
     }
     let l = ledger.lock().unwrap();
     println!(

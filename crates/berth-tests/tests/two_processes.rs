@@ -7,9 +7,9 @@
 //! millisecond old when the write lands, well within one tick of the coarse clock.
 #![allow(clippy::unwrap_used)] // A test: a panic is a failed test, with its message.
 
-use berth_torture::client::Client;
-use berth_torture::image_manifest;
-use berth_torture::server::Berth;
+use berth_tests::client::Client;
+use berth_tests::image_manifest;
+use berth_tests::process::Berth;
 
 const ROUNDS: usize = 200;
 
@@ -20,9 +20,9 @@ async fn a_tag_written_by_one_process_is_listed_by_the_other_at_once() {
     let (dir_a, dir_b) = (work.path().join("a"), work.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let a = Berth::start(&root, &dir_a).await.unwrap();
-    let b = Berth::start(&root, &dir_b).await.unwrap();
-    let (ca, cb) = (Client::new(&a.base).unwrap(), Client::new(&b.base).unwrap());
+    let a = Berth::start_on(&root, &dir_a);
+    let b = Berth::start_on(&root, &dir_b);
+    let (ca, cb) = (Client::new(&a.base()).unwrap(), Client::new(&b.base()).unwrap());
     let repo = "shared/tags";
 
     let (config, layer) = ca.push_config_and_layer(repo, 1).await.unwrap();

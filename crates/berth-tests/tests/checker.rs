@@ -7,8 +7,8 @@
 use std::fs;
 use std::path::Path;
 
-use berth_torture::disk::{Checker, v2};
-use berth_torture::{hex_of, sha256};
+use berth_tests::disk::{Checker, v2};
+use berth_tests::{hex_of, sha256};
 
 fn put(root: &Path, rel: &str, content: &[u8]) {
     let p = v2(root).join(rel);

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use berth_stress::http::{Conn, Reader, Resp};
-use berth_stress::raise_nofile;
-use berth_stress::serially;
-use berth_stress::server::{Berth, Setup};
+use berth_tests::raw::{Conn, Reader, Resp};
+use berth_tests::raise_nofile;
+use berth_tests::serially;
+use berth_tests::process::{Berth, Setup};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -383,8 +383,8 @@ fn a_response_the_client_stops_reading_is_cut_after_idletimeout() {
         let dir = tempfile::tempdir().unwrap();
         let b = Berth::start(dir.path(), SHORT_TIMEOUTS);
         // Larger than what loopback's socket buffers on both sides can hold.
-        let blob = berth_stress::content(7, 64 << 20);
-        let digest = berth_stress::sha256(&blob);
+        let blob = berth_tests::content(7, 64 << 20);
+        let digest = berth_tests::sha256(&blob);
         let mut c = Conn::connect(b.addr).await.unwrap();
         let r = c
             .request(

@@ -22,14 +22,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_stress::server::{berth_bin, free_port, workspace_root};
+use berth_tests::process::{berth_bin, listening_port, workspace_root};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rustix::process::{Pid, Signal, kill_process};
 
 fn corpus() -> Vec<(String, String)> {
-    let dir = workspace_root().join("crates/berth-stress/configs");
+    let dir = workspace_root().join("crates/berth-tests/configs");
     let mut out: Vec<(String, String)> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| {
@@ -317,8 +317,8 @@ fn get_v2(addr: SocketAddr) -> Result<u16, String> {
 
 /// Runs `berth serve` on `config` bytes with extra environment overrides.
 fn run(dir: &Path, bin: &Path, config: &[u8], env: &[(String, String)]) -> Result<Outcome, String> {
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Port 0: the kernel picks, and its table of berth's listening sockets says which.
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let root = dir.join("root");
     let path = dir.join("config.yml");
     let text = String::from_utf8_lossy(config).into_owned();
@@ -362,8 +362,8 @@ fn run(dir: &Path, bin: &Path, config: &[u8], env: &[(String, String)]) -> Resul
                 None => Err(format!("killed by a signal ({status}): {}", output())),
             };
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            let status = get_v2(addr);
+        if let Some(port) = listening_port(child.id()) {
+            let status = get_v2(SocketAddr::from(([127, 0, 0, 1], port)));
             kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             let code = loop {
@@ -550,12 +550,7 @@ fn environment_overrides_apply_most_specific_last() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("wanted-root");
     let config = dir.path().join("config.yml");
-    let port = free_port();
-    fs::write(
-        &config,
-        format!("version: 0.1\nhttp:\n  addr: 127.0.0.1:{port}\n"),
-    )
-    .unwrap();
+    fs::write(&config, "version: 0.1\nhttp:\n  addr: 127.0.0.1:0\n").unwrap();
     // env(1) keeps the order given; std::process::Command would sort the variables.
     let mut child = Command::new("env")
         .arg("-i")
@@ -576,9 +571,8 @@ fn environment_overrides_apply_most_specific_last() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+    while listening_port(child.id()).is_none() {
         assert!(child.try_wait().unwrap().is_none(), "berth exited");
         assert!(Instant::now() < deadline, "berth did not listen");
         std::thread::sleep(Duration::from_millis(10));

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_stress::http::{Conn, Resp};
-use berth_stress::server::Berth;
-use berth_stress::{content, sha256};
+use berth_tests::raw::{Conn, Resp};
+use berth_tests::process::Berth;
+use berth_tests::{content, sha256};
 use tokio::io::AsyncWriteExt;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -13,10 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_torture::client::{Client, Fail, UploadKind};
-use berth_torture::disk::v2;
-use berth_torture::server::{Berth, berth_bin};
-use berth_torture::{Desc, content, image_manifest, sha256};
+use berth_tests::client::{Client, Fail, UploadKind};
+use berth_tests::disk::v2;
+use berth_tests::process::{Berth, Setup, berth_bin};
+use berth_tests::{Desc, content, image_manifest, sha256};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -76,7 +76,7 @@ async fn client_loop(c: Client, id: u64, deadline: Instant) -> (Expected, Counts
         match c.put_manifest(&repo, &tag, &body).await {
             Ok(_) => {
                 counts.pushed += 1;
-                expected.insert((repo.clone(), tag.clone()), (body.clone(), blobs));
+                expected.insert((repo.clone(), tag.clone()), (body.clone().into(), blobs));
             }
             Err(Fail::Status {
                 status: 400, body, ..
@@ -181,21 +181,20 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
     let secs: u64 = std::env::var("GC_TORTURE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(30);
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
-    let berth = Berth::start_with(
-        &root,
+    let berth = Berth::start_setup(
         work.path(),
-        "{uploadpurging: {enabled: false}, garbagecollect: {enabled: true, interval: 20ms, graceperiod: 5s}}",
-        "info",
-    )
-    .await
-    .unwrap();
+        &Setup {
+            maintenance: "{uploadpurging: {enabled: false}, garbagecollect: {enabled: true, interval: 20ms, graceperiod: 5s}}".to_owned(),
+            ..Setup::default()
+        },
+    );
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for id in 0..CLIENTS {
-        let c = Client::new(&berth.base).unwrap();
+        let c = Client::new(&berth.base()).unwrap();
         tasks.push(tokio::spawn(client_loop(c, id, deadline)));
     }
     let mut expected = Expected::new();
@@ -218,7 +217,7 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
     assert!(totals.deleted > 5, "too few deletes to make garbage");
 
     // Every tag pulls byte-identical, while the collector keeps running.
-    let c = Client::new(&berth.base).unwrap();
+    let c = Client::new(&berth.base()).unwrap();
     for ((repo, tag), (body, blobs)) in &expected {
         let r = c.get_manifest(repo, tag).await.unwrap();
         assert_eq!(r.status, 200, "{repo}:{tag}\n{}", berth.log_tail());
@@ -262,7 +261,7 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
         waited.elapsed().as_secs_f64()
     );
 
-    let log = std::fs::read_to_string(work.path().join("berth.log")).unwrap();
+    let log = berth.log_text();
     assert!(
         !log.contains("more than a garbage-collection grace period after pinning"),
         "a PUT overran the grace period: the run proves nothing"
@@ -296,7 +295,7 @@ async fn online_gc_while_clients_push_tag_delete_and_repush() {
         "pins or quarantine left: {leftovers:?}"
     );
 
-    let out = std::process::Command::new(berth_bin().unwrap())
+    let out = std::process::Command::new(berth_bin(false))
         .arg("check")
         .arg(work.path().join("config.yml"))
         .output()

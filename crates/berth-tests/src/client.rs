@@ -305,7 +305,7 @@ impl Client {
 
     /// Pushes `len` bytes of content from `seed` in one request.
     async fn push_seeded(&self, repo: &str, seed: u64, len: usize) -> Result<crate::Desc, Fail> {
-        let data = crate::content(seed, len);
+        let data = Bytes::from(crate::content(seed, len));
         let digest = self
             .push_blob(repo, &data, UploadKind::Monolithic, &|_| {})
             .await?;
@@ -320,11 +320,13 @@ impl Client {
     pub async fn push_blob(
         &self,
         repo: &str,
-        data: &Bytes,
+        data: &[u8],
         kind: UploadKind,
         on: &(dyn Fn(UploadEvent) + Send + Sync),
     ) -> Result<String, Fail> {
         let digest = sha256(data);
+        // One copy, so that chunks below are cheap slices of it.
+        let data = Bytes::copy_from_slice(data);
         match kind {
             UploadKind::Monolithic => {
                 let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
@@ -425,7 +427,8 @@ impl Client {
     }
 
     /// One `PATCH` with `Content-Range` starting at `start`: the size berth then reports.
-    pub async fn patch(&self, path: &str, start: u64, chunk: Bytes) -> Result<u64, Fail> {
+    pub async fn patch(&self, path: &str, start: u64, chunk: impl Into<Bytes>) -> Result<u64, Fail> {
+        let chunk: Bytes = chunk.into();
         let what = format!("PATCH {path} from {start}");
         if chunk.is_empty() {
             return Ok(start);
@@ -454,7 +457,7 @@ impl Client {
     }
 
     /// `PUT <session>?digest=` with `last` as the body: expects 201.
-    pub async fn finish(&self, path: &str, digest: &str, last: Bytes) -> Result<(), Fail> {
+    pub async fn finish(&self, path: &str, digest: &str, last: impl Into<Bytes>) -> Result<(), Fail> {
         let what = format!("PUT {path}?digest={digest}");
         let mut url = self.url(path).map_err(|e| Fail::Transport {
             what: what.clone(),
@@ -466,7 +469,7 @@ impl Client {
                 Method::PUT,
                 url,
                 &[("content-type", "application/octet-stream".into())],
-                Some(reqwest::Body::from(last)),
+                Some(reqwest::Body::from(last.into())),
                 &what,
             )
             .await?;
@@ -489,15 +492,15 @@ impl Client {
         &self,
         repo: &str,
         reference: &str,
-        body: &Bytes,
+        body: &[u8],
     ) -> Result<String, Fail> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let r = self
             .send(
                 Method::PUT,
                 &path,
-                &[("content-type", crate::media::OCI_MANIFEST.into())],
-                Some(reqwest::Body::from(body.clone())),
+                &[("content-type", crate::content::media::OCI_MANIFEST.into())],
+                Some(reqwest::Body::from(body.to_vec())),
             )
             .await?;
         expect_created(r, &format!("PUT {path}"), &sha256(body))
@@ -510,7 +513,7 @@ impl Client {
             &format!("/v2/{repo}/manifests/{reference}"),
             &[(
                 "accept",
-                format!("{}, application/json", crate::media::OCI_MANIFEST),
+                format!("{}, application/json", crate::content::media::OCI_MANIFEST),
             )],
             None,
         )

@@ -17,10 +17,10 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use berth_stress::http::{Conn, Resp};
-use berth_stress::serially;
-use berth_stress::server::Berth;
-use berth_stress::{content, sha256};
+use berth_tests::raw::{Conn, Resp};
+use berth_tests::serially;
+use berth_tests::process::Berth;
+use berth_tests::{content, sha256};
 use tokio::io::AsyncWriteExt;
 
 async fn request(b: &Berth, method: &str, target: &str, body: &[u8]) -> Resp {

@@ -10,7 +10,7 @@
 //! answers, RSS stays bounded, and once the clients have gone the open descriptors return to
 //! the baseline (within a small slack). The figures are printed for the record.
 //!
-//! `BERTH_LOAD_SECS` (default 60) and `BERTH_LOAD_CONNECTIONS` (default 1000) scale it. The
+//! `BERTH_LOAD_SECS` (default 30) and `BERTH_LOAD_CONNECTIONS` (default 1000) scale it. The
 //! binary is `target/release/berth` when it is newer than every source file, else the debug
 //! build next to this test.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_stress::http::{Conn, Resp};
-use berth_stress::server::Berth;
-use berth_stress::{content, raise_nofile, sha256};
+use berth_tests::raw::{Conn, Resp};
+use berth_tests::process::{Berth, Setup};
+use berth_tests::{content, raise_nofile, sha256};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -313,7 +313,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn thousand_connections_mixed_load() {
-    let secs = env_or("BERTH_LOAD_SECS", 60);
+    let secs = env_or("BERTH_LOAD_SECS", 30);
     let conns = env_or("BERTH_LOAD_CONNECTIONS", 1000);
     let limit = raise_nofile(conns + 1024);
     assert!(
@@ -322,7 +322,13 @@ fn thousand_connections_mixed_load() {
     );
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let b = Berth::start_with(dir.path(), "", true);
+    let b = Berth::start_setup(
+        dir.path(),
+        &Setup {
+            prefer_release: true,
+            ..Setup::default()
+        },
+    );
     eprintln!(
         "load: berth started after {:.1} s",
         t0.elapsed().as_secs_f64()

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_torture::client::{Client, UploadKind};
-use berth_torture::disk::{Checker, v2};
-use berth_torture::server::Berth;
-use berth_torture::{content, hex_of, image_manifest, sha256};
+use berth_tests::client::{Client, UploadKind};
+use berth_tests::disk::{Checker, v2};
+use berth_tests::process::Berth;
+use berth_tests::{content, hex_of, image_manifest, sha256};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -24,10 +24,8 @@ const CLIENTS: usize = 16;
 
 async fn start() -> (tempfile::TempDir, Berth, Client) {
     let work = tempfile::tempdir().unwrap();
-    let berth = Berth::start(&work.path().join("root"), work.path())
-        .await
-        .unwrap();
-    let c = Client::new(&berth.base).unwrap();
+    let berth = Berth::start_on(&work.path().join("root"), work.path());
+    let c = Client::new(&berth.base()).unwrap();
     (work, berth, c)
 }
 
@@ -102,7 +100,7 @@ async fn sixteen_pushes_of_one_blob() {
         let hex = hex_of(&digest);
         let file =
             v2(&work.path().join("root")).join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]));
-        assert_eq!(std::fs::read(&file).unwrap(), data.as_ref());
+        assert_eq!(std::fs::read(&file).unwrap(), data);
         let dir = file.parent().unwrap();
         let names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -186,6 +184,7 @@ async fn sixteen_different_manifests_race_for_one_tag() {
                     &format!("round {round} client {i}"),
                     i % 2 == 0,
                 )
+                .into()
             })
             .collect();
         // The tag exists before the race (manifest 16), so readers always expect a 200.
@@ -345,7 +344,7 @@ async fn tag_read_after_racing_puts_is_the_stored_one() {
         let bodies: Vec<Bytes> = (0..CLIENTS)
             .map(|i| {
                 let note = format!("settled {round} {i}");
-                image_manifest(&config, std::slice::from_ref(&layer), &note, false)
+                image_manifest(&config, std::slice::from_ref(&layer), &note, false).into()
             })
             .collect();
         let writers: Vec<_> = bodies
