@@ -29,7 +29,6 @@ use berth_registry::Options;
 use berth_server::HttpOptions;
 use common::{DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, content, descriptor, sha256, to_body};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REPO: &str = "valid/repo";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,86 +102,24 @@ impl Req {
     }
 }
 
-/// Sends one request on a fresh connection and reads the answer to the end.
+/// Sends one request on a fresh connection and reads its answer (the test kit's raw client
+/// reads the body by its length or chunks, whatever the target's bytes).
 async fn send(addr: SocketAddr, req: &Req) -> Result<Answer, String> {
     let wire = req.wire(addr);
     let head_request = req.method == b"HEAD";
     let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(&wire).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
+        let mut conn = berth_tests::raw::Conn::connect(addr).await?;
+        conn.write(&wire).await?;
+        conn.reader.response(head_request).await
     };
-    let buf = match tokio::time::timeout(TIMEOUT, io).await {
-        Err(_) => return Err(format!("no answer within {TIMEOUT:?} (hang)")),
-        Ok(Err(e)) => return Err(format!("connection failed: {e} ({:?})", e.kind())),
-        Ok(Ok(buf)) => buf,
-    };
-    parse(&buf, head_request)
-}
-
-fn parse(buf: &[u8], head_request: bool) -> Result<Answer, String> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            format!(
-                "connection closed without a complete answer: {:?}",
-                String::from_utf8_lossy(buf)
-            )
-        })?;
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut headers = BTreeMap::new();
-    for line in lines {
-        let (n, v) = line
-            .split_once(':')
-            .ok_or_else(|| format!("bad header line {line:?}"))?;
-        headers.insert(n.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let mut body = buf[end + 4..].to_vec();
-    if head_request {
-        body.clear();
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body)?;
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size line")?;
-        let size = std::str::from_utf8(&data[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .ok_or("bad chunk size")?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err("truncated chunk".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+    match tokio::time::timeout(TIMEOUT, io).await {
+        Err(_) => Err(format!("no answer within {TIMEOUT:?} (hang)")),
+        Ok(Err(e)) => Err(format!("connection failed: {e} ({:?})", e.kind())),
+        Ok(Ok(r)) => Ok(Answer {
+            status: r.status,
+            headers: r.headers.into_iter().collect(),
+            body: r.body,
+        }),
     }
 }
 

@@ -81,9 +81,13 @@ impl Conn {
         })
     }
 
-    /// The request line and headers, with `Host`, ending with the blank line.
+    /// The request line and headers, with `Host` unless `headers` name their own, ending with
+    /// the blank line.
     pub fn head(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut h = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        let mut h = format!("{method} {target} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            h.push_str(&format!("Host: {}\r\n", self.host));
+        }
         for (n, v) in headers {
             h.push_str(n);
             h.push_str(": ");

@@ -1,6 +1,6 @@
 //! Shared helpers for the HTTP integration tests: a real berth server on a loopback socket
 //! over a temporary directory (served by the production accept loop, through the test kit), a client whose every response is checked for the headers the
-//! API promises on all responses, a raw-socket client for paths an URL library would
+//! API promises on all responses, the kit's raw-socket client for paths an URL library would
 //! normalise, and helpers to push blobs and manifests.
 #![allow(dead_code)]
 
@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_registry::Options;
-use berth_tests::in_process::{self, Served};
 use berth_server::HttpOptions;
+use berth_tests::in_process::{self, Served};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use berth_tests::content::media::*;
 pub use berth_tests::content::{descriptor, to_body};
@@ -153,25 +152,29 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Resp {
-        let mut head = format!("{method} {request_target} HTTP/1.1\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            head.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH") {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("Connection: close\r\n\r\n");
-        let mut stream = tokio::net::TcpStream::connect(self.addr)
+        let mut conn = berth_tests::raw::Conn::connect(self.addr)
             .await
             .expect("connect");
-        stream.write_all(head.as_bytes()).await.expect("write head");
-        stream.write_all(body).await.expect("write body");
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.expect("read response");
-        parse_raw(method, request_target, &buf, method == "HEAD")
+        let mut all = headers.to_vec();
+        all.push(("Connection", "close"));
+        let r = conn
+            .request(method, request_target, &all, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {request_target}: {e}"));
+        let mut map = HeaderMap::new();
+        for (n, v) in &r.headers {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        Resp::new(
+            method.to_owned(),
+            format!("raw:{request_target}"),
+            StatusCode::from_u16(r.status).expect("status"),
+            map,
+            Bytes::from(r.body),
+        )
     }
 
     // ---- pushing -----------------------------------------------------------------------
@@ -483,68 +486,5 @@ impl Resp {
         let start = link.find('<').expect("Link has <") + 1;
         let end = link.find('>').expect("Link has >");
         Some(link[start..end].to_owned())
-    }
-}
-
-fn parse_raw(method: &str, target: &str, buf: &[u8], head_request: bool) -> Resp {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "{method} {target}: no header end in {:?}",
-                String::from_utf8_lossy(buf)
-            )
-        });
-    let head = std::str::from_utf8(&buf[..split]).expect("ascii head");
-    let mut rest = buf[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let code: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (n, v) = line.split_once(':').expect("header line");
-        headers.append(
-            HeaderName::from_bytes(n.trim().as_bytes()).expect("header name"),
-            HeaderValue::from_str(v.trim()).expect("header value"),
-        );
-    }
-    if head_request {
-        rest.clear();
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
-        rest = dechunk(&rest);
-    }
-    Resp::new(
-        method.to_owned(),
-        format!("raw:{target}"),
-        StatusCode::from_u16(code).expect("status"),
-        headers,
-        Bytes::from(rest),
-    )
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_str = std::str::from_utf8(&data[..eol]).expect("chunk size");
-        let size = usize::from_str_radix(size_str.split(';').next().expect("size").trim(), 16)
-            .expect("hex chunk size");
-        data = &data[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
     }
 }
