@@ -1,7 +1,8 @@
 //! Shared helpers for the HTTP integration tests: a real berth server on a loopback socket
-//! over a temporary directory (served by the production accept loop, through the test kit), a client whose every response is checked for the headers the
-//! API promises on all responses, the kit's raw-socket client for paths an URL library would
-//! normalise, and helpers to push blobs and manifests.
+//! over a temporary directory (served by the production accept loop, through the test kit), a
+//! client whose every response is checked for the headers the API promises on all responses,
+//! the kit's raw-socket client for paths an URL library would normalise, and helpers to push
+//! blobs and manifests.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
