@@ -268,3 +268,23 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 }
+
+/// `GET <path>` on a fresh blocking connection with `Connection: close`, for tests outside a
+/// runtime: the status, or why there was none (10 s limits on connecting and on reading).
+pub fn get_blocking(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let limit = Duration::from_secs(10);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}

@@ -16,13 +16,13 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::process::{berth_bin, listening_port, workspace_root};
+use berth_tests::raw::get_blocking;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -298,23 +298,6 @@ enum Outcome {
     Served(u16, Option<i32>, String),
 }
 
-fn get_v2(addr: SocketAddr) -> Result<u16, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {text:?}"))
-}
-
 /// Runs `berth serve` on `config` bytes with extra environment overrides.
 fn run(dir: &Path, bin: &Path, config: &[u8], env: &[(String, String)]) -> Result<Outcome, String> {
     // Port 0: the kernel picks, and its table of berth's listening sockets says which.
@@ -363,7 +346,7 @@ fn run(dir: &Path, bin: &Path, config: &[u8], env: &[(String, String)]) -> Resul
             };
         }
         if let Some(port) = listening_port(child.id()) {
-            let status = get_v2(SocketAddr::from(([127, 0, 0, 1], port)));
+            let status = get_blocking(SocketAddr::from(([127, 0, 0, 1], port)), "/v2/");
             kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             let code = loop {

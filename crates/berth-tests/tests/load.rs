@@ -16,14 +16,13 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_tests::raw::{Conn, Resp};
 use berth_tests::process::{Berth, Setup};
+use berth_tests::raw::{Conn, Resp, get_blocking};
 use berth_tests::{content, raise_nofile, sha256};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -288,19 +287,9 @@ async fn client(
 /// `GET /v2/` on a fresh connection: the latency, or why it failed.
 fn probe(addr: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    if buf.starts_with(b"HTTP/1.1 200") {
-        Ok(started.elapsed())
-    } else {
-        Err(format!("answer {:?}", String::from_utf8_lossy(&buf)))
+    match get_blocking(addr, "/v2/")? {
+        200 => Ok(started.elapsed()),
+        status => Err(format!("answer {status}")),
     }
 }
 
