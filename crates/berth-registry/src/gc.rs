@@ -274,10 +274,61 @@ fn ignore_not_found(r: berth_storage::Result<()>) -> Result<()> {
 }
 
 impl Registry {
-    /// Runs one garbage collection.
+    /// Runs one garbage collection: the phases of a `Collection`, in the order the module
+    /// doc argues is safe.
     pub async fn garbage_collect(&self, options: &GcOptions) -> Result<GcReport> {
+        let mut gc = Collection::begin(self, options).await?;
+        gc.put_back_abandoned().await?;
+        gc.read_manifests().await?;
+        gc.mark().await?;
+        gc.sweep_blobs().await?;
+        gc.unlink_dangling_layers().await?;
+        gc.housekeeping().await?;
+        gc.finish().await
+    }
+}
+
+/// Newest pin per digest, and every pin file with its time (for expiry).
+type Pins = HashMap<Digest, (SystemTime, Vec<FileInfo>)>;
+
+/// Whether the walk of the pins found a pin of `digest` no older than `threshold`.
+fn pinned(pins: &Pins, digest: &Digest, threshold: SystemTime) -> bool {
+    pins.get(digest)
+        .is_some_and(|(newest, _)| *newest >= threshold)
+}
+
+/// One collection, phase to phase: what `begin` found, and what each phase learnt for the
+/// next.
+struct Collection<'a> {
+    registry: &'a Registry,
+    options: &'a GcOptions,
+    began: Instant,
+    /// Names this run's marker and everything it sets aside.
+    run: uuid::Uuid,
+    /// `T0 - grace`, on the storage's clock: nothing modified since is swept, and a pin
+    /// modified since spares what it names.
+    threshold: SystemTime,
+    /// Which runs' quarantines are to be put back.
+    abandoned: AbandonedRuns,
+    tree: RepoTree,
+    /// The walk of `blobs/`, judged by `sweep_blobs`.
+    blob_files: Vec<FileInfo>,
+    pins: Pins,
+    /// Temporary files of interrupted writes, of any age.
+    temporaries: Vec<FileInfo>,
+    /// What each stored revision's manifest references.
+    edges: HashMap<Digest, Edges>,
+    /// Kept manifests and everything they reference: never swept.
+    marked: HashSet<Digest>,
+    /// Blobs in the store: what the walk found, less what `sweep_blobs` deleted.
+    stored: HashSet<Digest>,
+    report: GcReport,
+}
+
+impl<'a> Collection<'a> {
+    /// Starts the run: its marker, the runs that died, and the four walks.
+    async fn begin(registry: &'a Registry, options: &'a GcOptions) -> Result<Self> {
         let began = Instant::now();
-        let mut report = GcReport::default();
         let run = uuid::Uuid::new_v4();
         // The run's start on the storage's clock: every modification time below was set by
         // the same clock, so ages do not depend on this host's.
@@ -285,122 +336,196 @@ impl Registry {
         let t0 = if options.dry_run {
             SystemTime::now()
         } else {
-            self.driver()
+            registry
+                .driver()
                 .put(&started_marker, bytes::Bytes::new())
                 .await?;
-            self.driver().stat(&started_marker).await?.modified
+            registry.driver().stat(&started_marker).await?.modified
         };
         let threshold = t0.checked_sub(options.grace_period).unwrap_or(t0);
         tracing::info!(%run, dry_run = options.dry_run, delete_untagged = options.delete_untagged,
             grace_period = ?options.grace_period, "garbage collection started");
 
-        let abandoned = self.abandoned_runs(Some(&run), t0, threshold).await?;
+        let abandoned = registry.abandoned_runs(Some(&run), t0, threshold).await?;
 
         // The four walks are independent, so they run together (each is one blocking walk on
         // a filesystem, one paginated LIST on an object store). Their order does not matter
         // for safety: a blob is only a candidate if old, unmarked and unpinned, whenever seen.
         let blobs_root = layout::blobs_root();
-        let (mut tree, blob_files, pins, temporaries) = tokio::try_join!(
-            self.walk_repositories(),
-            walk_or_empty(self, &blobs_root),
-            self.newest_pins(),
-            self.temporaries(),
+        let (tree, blob_files, pins, temporaries) = tokio::try_join!(
+            registry.walk_repositories(),
+            walk_or_empty(registry, &blobs_root),
+            registry.newest_pins(),
+            registry.temporaries(),
         )?;
-        if !options.dry_run {
-            // Put back what a collector that died set aside: always safe, and this run then
-            // judges it afresh.
-            for (path, entry) in std::mem::take(&mut tree.quarantined) {
-                match entry {
-                    Entry::QuarantinedRevision(r, repo, digest) if abandoned.contains(&r) => {
-                        self.restore(&path, &layout::revision_link(&repo, &digest))
-                            .await?;
-                        tree.revisions.push((repo, digest, SystemTime::UNIX_EPOCH));
-                    }
-                    Entry::QuarantinedLayer(r, repo, digest) if abandoned.contains(&r) => {
-                        self.restore(&path, &layout::layer_link(&repo, &digest))
-                            .await?;
-                        tree.layers.push((repo, digest, SystemTime::UNIX_EPOCH));
-                    }
-                    _ => {}
-                }
+        Ok(Collection {
+            registry,
+            options,
+            began,
+            run,
+            threshold,
+            abandoned,
+            tree,
+            blob_files,
+            pins,
+            temporaries,
+            edges: HashMap::new(),
+            marked: HashSet::new(),
+            stored: HashSet::new(),
+            report: GcReport::default(),
+        })
+    }
+
+    /// Puts back the revision links, layer links and blobs a collector that died set aside:
+    /// always safe, and this run then judges them afresh. It precedes `read_manifests`, so a
+    /// revision put back is read and marked like any other, and a manifest whose own blob sat
+    /// in that quarantine is read too (read later, it would look missing, its references
+    /// would go unmarked, and the sweep could take them).
+    async fn put_back_abandoned(&mut self) -> Result<()> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        for f in self.blob_files.iter_mut() {
+            if let Some(Entry::QuarantinedBlob(r, d)) = layout::classify(&f.path)
+                && self.abandoned.contains(&r)
+            {
+                let original = layout::blob_data(&d);
+                self.registry.restore(&f.path, &original).await?;
+                f.path = original;
             }
         }
-        let edges = self.read_manifests(&tree).await?;
-        let pinned = |d: &Digest| pins.get(d).is_some_and(|(newest, _)| *newest >= threshold);
+        for (path, entry) in std::mem::take(&mut self.tree.quarantined) {
+            match entry {
+                Entry::QuarantinedRevision(r, repo, digest) if self.abandoned.contains(&r) => {
+                    self.registry
+                        .restore(&path, &layout::revision_link(&repo, &digest))
+                        .await?;
+                    self.tree
+                        .revisions
+                        .push((repo, digest, SystemTime::UNIX_EPOCH));
+                }
+                Entry::QuarantinedLayer(r, repo, digest) if self.abandoned.contains(&r) => {
+                    self.registry
+                        .restore(&path, &layout::layer_link(&repo, &digest))
+                        .await?;
+                    self.tree
+                        .layers
+                        .push((repo, digest, SystemTime::UNIX_EPOCH));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 
-        // Mark.
-        let mut kept: HashSet<(RepoName, Digest)> = HashSet::new();
-        if options.delete_untagged {
-            kept = self.reachable(&tree, &edges, threshold, &pinned).await?;
-            let doomed: Vec<(RepoName, Digest)> = tree
+    /// Reads what every revision's manifest references.
+    async fn read_manifests(&mut self) -> Result<()> {
+        self.edges = self.registry.read_manifests(&self.tree).await?;
+        Ok(())
+    }
+
+    /// Decides which revisions are kept (all of them, or with `delete_untagged` what
+    /// `delete_untagged` keeps), then marks them and everything they reference.
+    async fn mark(&mut self) -> Result<()> {
+        let kept = if self.options.delete_untagged {
+            self.delete_untagged().await?
+        } else {
+            self.tree
                 .revisions
                 .iter()
-                .filter(|(repo, digest, _)| !kept.contains(&(repo.clone(), digest.clone())))
                 .map(|(repo, digest, _)| (repo.clone(), digest.clone()))
-                .collect();
-            if options.dry_run {
-                for (repo, digest) in doomed {
-                    tracing::info!(repository = %repo, %digest, "untagged manifest eligible for deletion (dry run)");
-                    report.manifests_deleted.push((repo, digest));
-                }
-            } else {
-                let tag_index = Arc::new(std::mem::take(&mut tree.tag_index));
-                let outcomes: Vec<(RepoName, Digest, Result<bool>)> = stream::iter(doomed)
-                    .map(|(repo, digest)| {
-                        let (this, tag_index) = (self.clone(), tag_index.clone());
-                        async move {
-                            let outcome = this
-                                .sweep_revision(&run, &repo, &digest, threshold, &tag_index)
-                                .await;
-                            (repo, digest, outcome)
-                        }
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
-                for (repo, digest, outcome) in outcomes {
-                    if outcome? {
-                        tracing::info!(repository = %repo, %digest, "untagged manifest deleted");
-                        report.manifests_deleted.push((repo, digest));
-                    } else {
-                        kept.insert((repo, digest));
-                    }
-                }
-            }
-        } else {
-            for (repo, digest, _) in &tree.revisions {
-                kept.insert((repo.clone(), digest.clone()));
-            }
-        }
+                .collect()
+        };
         let mut marked: HashSet<Digest> = HashSet::new();
         for (_, digest) in &kept {
             marked.insert(digest.clone());
-            if let Some(e) = edges.get(digest) {
+            if let Some(e) = self.edges.get(digest) {
                 marked.extend(e.blobs.iter().cloned());
                 marked.extend(e.children.iter().cloned());
             }
         }
-        report.manifests_marked = kept.len();
-        report.blobs_marked = marked.len();
+        self.report.manifests_marked = kept.len();
+        self.report.blobs_marked = marked.len();
+        self.marked = marked;
         tracing::info!(
-            manifests = report.manifests_marked,
-            blobs = report.blobs_marked,
+            manifests = self.report.manifests_marked,
+            blobs = self.report.blobs_marked,
             "garbage collection marked"
         );
+        Ok(())
+    }
 
-        // Sweep.
-        let mut stored: HashSet<Digest> = HashSet::new();
-        let mut found = Vec::new();
-        for f in blob_files {
-            match layout::classify(&f.path) {
-                Some(Entry::Blob(d)) => found.push((d, f.size, f.modified)),
-                Some(Entry::QuarantinedBlob(r, d))
-                    if !options.dry_run && abandoned.contains(&r) =>
-                {
-                    self.restore(&f.path, &layout::blob_data(&d)).await?;
-                    found.push((d, f.size, f.modified));
+    /// With `delete_untagged`: keeps what `Registry::reachable` reaches and removes every
+    /// other revision link by the same quarantine dance as a blob; one a pin appeared for
+    /// meanwhile is put back and kept. A dry run only reports them. Returns the kept set.
+    async fn delete_untagged(&mut self) -> Result<HashSet<(RepoName, Digest)>> {
+        let (registry, run, threshold) = (self.registry, self.run, self.threshold);
+        let pins = &self.pins;
+        let mut kept = registry
+            .reachable(&self.tree, &self.edges, threshold, &|d: &Digest| {
+                pinned(pins, d, threshold)
+            })
+            .await?;
+        let doomed: Vec<(RepoName, Digest)> = self
+            .tree
+            .revisions
+            .iter()
+            .filter(|(repo, digest, _)| !kept.contains(&(repo.clone(), digest.clone())))
+            .map(|(repo, digest, _)| (repo.clone(), digest.clone()))
+            .collect();
+        if self.options.dry_run {
+            for (repo, digest) in doomed {
+                tracing::info!(repository = %repo, %digest, "untagged manifest eligible for deletion (dry run)");
+                self.report.manifests_deleted.push((repo, digest));
+            }
+            return Ok(kept);
+        }
+        let tag_index = Arc::new(std::mem::take(&mut self.tree.tag_index));
+        let outcomes: Vec<(RepoName, Digest, Result<bool>)> = stream::iter(doomed)
+            .map(|(repo, digest)| {
+                let (this, tag_index) = (registry.clone(), tag_index.clone());
+                async move {
+                    let outcome = this
+                        .sweep_revision(&run, &repo, &digest, threshold, &tag_index)
+                        .await;
+                    (repo, digest, outcome)
                 }
-                _ => {}
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (repo, digest, outcome) in outcomes {
+            if outcome? {
+                tracing::info!(repository = %repo, %digest, "untagged manifest deleted");
+                self.report.manifests_deleted.push((repo, digest));
+            } else {
+                kept.insert((repo, digest));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Sweeps the candidates: unmarked blobs older than `threshold` with no pin newer than it
+    /// when the pins were walked. Each is moved aside, its pins are read again, and only then
+    /// is it deleted (or put back): the module doc argues why a PUT racing this either wins
+    /// or fails cleanly. Blobs a collector that died set aside are put back first and judged
+    /// like the rest. A dry run only reports the candidates.
+    async fn sweep_blobs(&mut self) -> Result<()> {
+        let (registry, options, run, threshold) =
+            (self.registry, self.options, self.run, self.threshold);
+        let Collection {
+            blob_files,
+            pins,
+            marked,
+            stored,
+            report,
+            ..
+        } = self;
+        let mut found = Vec::new();
+        for f in std::mem::take(blob_files) {
+            // A quarantined blob of this run's own or of a live run is not a candidate.
+            if let Some(Entry::Blob(d)) = layout::classify(&f.path) {
+                found.push((d, f.size, f.modified));
             }
         }
         let blobs: Vec<(Digest, u64)> = found
@@ -411,7 +536,7 @@ impl Registry {
             })
             .filter(|(d, _, _)| !marked.contains(d))
             .filter(|(d, _, modified)| {
-                let spare = *modified >= threshold || pinned(d);
+                let spare = *modified >= threshold || pinned(pins, d, threshold);
                 if spare {
                     report.blobs_spared += 1;
                 }
@@ -430,7 +555,7 @@ impl Registry {
             // trip a compiler limitation (rust#102211) once the run is spawned as a task.
             let outcomes: Vec<(Digest, u64, Result<Option<bool>>)> = stream::iter(blobs)
                 .map(|(digest, size)| {
-                    let this = self.clone();
+                    let this = registry.clone();
                     async move {
                         let outcome = this.sweep_blob(&run, &digest, threshold).await;
                         (digest, size, outcome)
@@ -453,27 +578,6 @@ impl Registry {
             for (digest, _) in &report.blobs_swept {
                 stored.remove(digest);
             }
-            // Layer links to blobs no longer stored serve nothing; Distribution leaves them,
-            // berth removes the old ones under the same pin-and-quarantine rule.
-            let dangling: Vec<(RepoName, Digest)> = tree
-                .layers
-                .iter()
-                .filter(|(_, d, modified)| !stored.contains(d) && *modified < threshold)
-                .map(|(r, d, _)| (r.clone(), d.clone()))
-                .collect();
-            let unlinked: Vec<Result<bool>> = stream::iter(dangling)
-                .map(|(repo, digest)| {
-                    let this = self.clone();
-                    async move { this.sweep_layer_link(&run, &repo, &digest, threshold).await }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            for u in unlinked {
-                if u? {
-                    report.layer_links_removed += 1;
-                }
-            }
         }
         tracing::info!(
             swept = report.blobs_swept.len(),
@@ -483,14 +587,89 @@ impl Registry {
             dry_run = options.dry_run,
             "garbage collection swept blobs"
         );
+        Ok(())
+    }
 
-        self.sweep_housekeeping(options, threshold, &tree, &pins, temporaries, &mut report)
-            .await?;
+    /// Layer links to blobs no longer stored serve nothing; Distribution leaves them, berth
+    /// removes the old ones under the same pin-and-quarantine rule, so that an upload or
+    /// mount relinking the blob meanwhile keeps its link. A dry run neither removes nor
+    /// counts them.
+    async fn unlink_dangling_layers(&mut self) -> Result<()> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        let (registry, run, threshold) = (self.registry, self.run, self.threshold);
+        let dangling: Vec<(RepoName, Digest)> = self
+            .tree
+            .layers
+            .iter()
+            .filter(|(_, d, modified)| !self.stored.contains(d) && *modified < threshold)
+            .map(|(r, d, _)| (r.clone(), d.clone()))
+            .collect();
+        let unlinked: Vec<Result<bool>> = stream::iter(dangling)
+            .map(|(repo, digest)| {
+                let this = registry.clone();
+                async move { this.sweep_layer_link(&run, &repo, &digest, threshold).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for u in unlinked {
+            if u? {
+                self.report.layer_links_removed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Expired pins, stale upload sessions and temporary files. Pins older than `threshold`
+    /// are ones this run does not rely on (the module doc says why removing them is safe).
+    async fn housekeeping(&mut self) -> Result<()> {
+        let (registry, options, threshold) = (self.registry, self.options, self.threshold);
+        let now = SystemTime::now();
+        if let Some(age) = options.upload_age {
+            for session in self.tree.uploads.iter().filter(|s| s.stale(now, age)) {
+                tracing::info!(upload = %session.name(), dry_run = options.dry_run, "stale upload session purged");
+                if !options.dry_run {
+                    registry.remove_stored_session(session).await?;
+                }
+                self.report.uploads_purged.push(session.name());
+            }
+        }
+        for tmp in std::mem::take(&mut self.temporaries)
+            .into_iter()
+            .filter(|t| t.modified < threshold)
+        {
+            tracing::info!(path = %tmp.path, dry_run = options.dry_run, "temporary file of an interrupted write removed");
+            if !options.dry_run {
+                ignore_not_found(registry.driver().delete(&tmp.path).await)?;
+            }
+            self.report.temporaries_removed += 1;
+        }
         if !options.dry_run {
-            ignore_not_found(self.driver().delete(&layout::gc_run(&run)).await)?;
+            let files = self.pins.values().flat_map(|(_, files)| files);
+            self.report.pins_removed += registry.remove_expired_pins(files, threshold).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this run's marker and those of the runs that died: a quarantine whose run has
+    /// no marker counts as abandoned all the same. Then logs the totals.
+    async fn finish(self) -> Result<GcReport> {
+        let Collection {
+            registry,
+            options,
+            began,
+            run,
+            abandoned,
+            mut report,
+            ..
+        } = self;
+        if !options.dry_run {
+            ignore_not_found(registry.driver().delete(&layout::gc_run(&run)).await)?;
             for r in &abandoned {
                 if let Ok(dir) = layout::gc_runs_root().join(r) {
-                    ignore_not_found(self.driver().delete(&dir).await)?;
+                    ignore_not_found(registry.driver().delete(&dir).await)?;
                 }
             }
         }
@@ -511,7 +690,9 @@ impl Registry {
         );
         Ok(report)
     }
+}
 
+impl Registry {
     /// One walk of `repositories/`, sorted into what the collector needs.
     async fn walk_repositories(&self) -> Result<RepoTree> {
         let mut tree = RepoTree::default();
@@ -587,8 +768,8 @@ impl Registry {
     }
 
     /// Newest pin per digest, and every pin file with its time (for expiry).
-    async fn newest_pins(&self) -> Result<HashMap<Digest, (SystemTime, Vec<FileInfo>)>> {
-        let mut pins: HashMap<Digest, (SystemTime, Vec<FileInfo>)> = HashMap::new();
+    async fn newest_pins(&self) -> Result<Pins> {
+        let mut pins = Pins::new();
         for file in walk_or_empty(self, &layout::pins_root()).await? {
             if let Some(Entry::Pin(d)) = layout::classify(&file.path) {
                 let slot = pins.entry(d).or_insert((file.modified, Vec::new()));
@@ -786,40 +967,6 @@ impl Registry {
         tracing::warn!(%aside, %original, "restoring what an interrupted garbage collection set aside");
         ignore_not_found(self.driver().move_to(aside, original).await)?;
         self.inner.caches.link_written(original);
-        Ok(())
-    }
-
-    /// Expired pins, stale upload sessions and temporary files.
-    async fn sweep_housekeeping(
-        &self,
-        options: &GcOptions,
-        threshold: SystemTime,
-        tree: &RepoTree,
-        pins: &HashMap<Digest, (SystemTime, Vec<FileInfo>)>,
-        temporaries: Vec<FileInfo>,
-        report: &mut GcReport,
-    ) -> Result<()> {
-        let now = SystemTime::now();
-        if let Some(age) = options.upload_age {
-            for session in tree.uploads.iter().filter(|s| s.stale(now, age)) {
-                tracing::info!(upload = %session.name(), dry_run = options.dry_run, "stale upload session purged");
-                if !options.dry_run {
-                    self.remove_stored_session(session).await?;
-                }
-                report.uploads_purged.push(session.name());
-            }
-        }
-        for tmp in temporaries.into_iter().filter(|t| t.modified < threshold) {
-            tracing::info!(path = %tmp.path, dry_run = options.dry_run, "temporary file of an interrupted write removed");
-            if !options.dry_run {
-                ignore_not_found(self.driver().delete(&tmp.path).await)?;
-            }
-            report.temporaries_removed += 1;
-        }
-        if !options.dry_run {
-            let files = pins.values().flat_map(|(_, files)| files);
-            report.pins_removed += self.remove_expired_pins(files, threshold).await?;
-        }
         Ok(())
     }
 }

@@ -360,3 +360,43 @@ async fn check_reports_a_quarantine_only_when_its_run_is_gone() {
         "--repair did not put it back"
     );
 }
+
+/// A collector that died after setting a manifest's own blob aside: the next run puts it back
+/// before it reads the manifests, so the config and layer that manifest references stay
+/// marked. (Put back only during the sweep, the manifest would read as missing, its blobs
+/// would go unmarked, and old as they are, they would be swept under a tag that still points
+/// at it.)
+#[tokio::test]
+async fn a_manifest_set_aside_by_a_dead_collector_keeps_its_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let cfg = blob(&reg, &repo, "{\"os\":\"linux\"}").await;
+    let layer = blob(&reg, &repo, "the only layer").await;
+    let manifest = image(&cfg, &layer, None);
+    put(&reg, &repo, "v1", &manifest, OCI_MANIFEST).await;
+    let manifest_digest = Digest::sha256_of(&manifest);
+    age_everything(dir.path());
+    let data = dir.path().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{}/data",
+        &manifest_digest.hex()[..2],
+        manifest_digest.hex()
+    ));
+    // A run whose marker is gone: it died.
+    std::fs::rename(
+        &data,
+        data.with_file_name("gc-0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
+
+    reg.garbage_collect(&gc(false, 3600)).await.unwrap();
+    for d in [&manifest_digest, &cfg.0, &layer.0] {
+        assert!(blob_exists(dir.path(), d), "{d} was swept");
+    }
+    // A fresh registry: no cache in memory, the bytes come from storage.
+    let read = registry(dir.path())
+        .get_manifest(&repo, &Reference::parse("v1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read.body, manifest);
+}
