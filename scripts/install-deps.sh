@@ -22,6 +22,8 @@ PACKAGES=(
     uidmap fuse-overlayfs
     # mounts the cgroup v1 hierarchies on init-less machines (dockerd)
     cgroupfs-mount
+    # image.sh: the image's CA bundle, and systemd-analyze for contrib/systemd/berth.service
+    ca-certificates systemd
 )
 
 if ((EUID != 0)); then

@@ -32,6 +32,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "the container image's static release build (tests/e2e/image.sh packs it)"
+scripts/image.sh --context-only
+
 step "end-to-end tests with real clients"
 # `cargo test --workspace` has just built target/debug/berth (the berth crate's own tests need
 # it); a separate `cargo build -p berth` would resolve features differently and rebuild the

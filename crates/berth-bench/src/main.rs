@@ -3,6 +3,7 @@
 //! registry and prints JSON lines, `startup` times a restart over the populated data,
 //! `table` puts two result files side by side, `free-port` helps the script pick a port.
 
+mod ab;
 mod ceilings;
 mod client;
 mod data;
@@ -42,8 +43,27 @@ enum Command {
     /// Measure the machine's ceilings (SHA-256 on one core, loopback TCP, durable disk
     /// writes); JSON lines like `run`.
     Ceilings(CeilingsArgs),
+    /// Manifest HEAD/GET load against several registries in alternating rounds (berth with
+    /// metrics off and on, say): the median of each, and its ratio to the first.
+    ManifestAb(AbArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
+}
+
+#[derive(Args)]
+struct AbArgs {
+    /// `label=URL` of each variant, the first the baseline (e.g. off=http://127.0.0.1:5000).
+    #[arg(long = "variant", required = true, num_args = 1)]
+    variants: Vec<String>,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// Seconds of load per variant, method and round.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Rounds (the order of the variants alternates between rounds).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -253,6 +273,24 @@ async fn main_async(cli: Cli) -> Result<()> {
         })
         .await
         .context("ceilings thread panicked")?,
+        Command::ManifestAb(args) => {
+            let variants = args
+                .variants
+                .iter()
+                .map(|v| {
+                    v.split_once('=')
+                        .map(|(l, u)| (l.to_owned(), u.to_owned()))
+                        .with_context(|| format!("--variant {v:?} is not label=URL"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            ab::run(&ab::Ab {
+                variants,
+                conns: args.conns.max(1),
+                secs: args.secs.max(0.1),
+                rounds: args.rounds.max(1),
+            })
+            .await
+        }
         Command::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a port")?;
             println!("{}", l.local_addr()?.port());

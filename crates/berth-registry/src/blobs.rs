@@ -93,13 +93,19 @@ impl Registry {
     }
 
     /// A URL the client may fetch the blob from directly (a presigned S3 URL), after the
-    /// same link check as a read. `None`: serve it through [`Registry::read_blob`].
-    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
-        self.stat_blob(repo, digest).await?;
-        Ok(self
+    /// same link check as a read, and the blob's size. `None`: serve it through
+    /// [`Registry::read_blob`].
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(String, u64)>> {
+        let size = self.stat_blob(repo, digest).await?;
+        let url = self
             .driver()
             .redirect_url(&layout::blob_data(digest))
-            .await?)
+            .await?;
+        Ok(url.map(|url| (url, size)))
     }
 
     /// Unlinks a blob from a repository; the content stays until garbage collection.

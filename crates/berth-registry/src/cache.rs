@@ -55,6 +55,8 @@ pub(crate) struct Caches {
     link_generations: Vec<AtomicU64>,
     catalog: Mutex<CatalogEntry>,
     tag_lists: quick_cache::sync::Cache<StoragePath, (DirStamp, Arc<Vec<String>>)>,
+    /// Hits and misses of the caches above (and the collector's runs: `stats.rs`).
+    pub(crate) stats: crate::stats::Counters,
 }
 
 /// A catalog walk that can be re-validated: every directory it listed, with the stamp each
@@ -86,13 +88,19 @@ impl Default for Caches {
                 .collect(),
             catalog: Mutex::default(),
             tag_lists: quick_cache::sync::Cache::new(TAG_LIST_ENTRIES),
+            stats: crate::stats::Counters::default(),
         }
     }
 }
 
 impl Caches {
     pub fn manifest(&self, digest: &Digest) -> Option<CachedManifest> {
-        self.content.get(digest)
+        let found = self.content.get(digest);
+        crate::stats::bump(match found {
+            Some(_) => &self.stats.manifest_hits,
+            None => &self.stats.manifest_misses,
+        });
+        found
     }
 
     pub fn insert_manifest(&self, digest: Digest, manifest: CachedManifest) {
@@ -101,10 +109,15 @@ impl Caches {
 
     /// A link's digest (or its absence) if read less than [`LINK_TTL`] ago.
     pub fn link(&self, path: &StoragePath) -> Option<Option<Digest>> {
-        match self.links.get(path) {
+        let found = match self.links.get(path) {
             Some((digest, at)) if at.elapsed() < LINK_TTL => Some(digest),
             _ => None,
-        }
+        };
+        crate::stats::bump(match found {
+            Some(_) => &self.stats.link_hits,
+            None => &self.stats.link_misses,
+        });
+        found
     }
 
     /// Call before reading a link from storage; hand the result to [`Caches::insert_link`].

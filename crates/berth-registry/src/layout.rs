@@ -28,8 +28,13 @@
 //! ```text
 //! <root>/docker/registry/v2/_berth/
 //! ├── pins/<alg>/<hex>/<uuid>                           "about to reference this blob"
-//! └── gc/<run>/started                               one collection run in progress
+//! ├── gc/<run>/started                               one collection run in progress
+//! └── notifications/<instance>/                      one process's webhook event log
+//!     ├── lease                                      who delivers it, and since when
+//!     ├── events/<seq>                               one group commit of events
+//!     └── cursors/<endpoint>                         how far an endpoint has got
 //! ```
+//! (`berth-notify` owns the notification log's format; see its module doc.)
 //! While a run holds a blob, revision link or layer link aside (its quarantine), the file is
 //! renamed `gc-<run>` in its own directory, a name Distribution never reads:
 //! ```text
@@ -277,6 +282,46 @@ pub fn gc_run_started(run: &uuid::Uuid) -> StoragePath {
     gc_run(run).join("started").expect("constant")
 }
 
+/// `_berth/notifications`: every process's notification log.
+pub fn notifications_root() -> StoragePath {
+    path(&["_berth/notifications"])
+}
+
+/// `_berth/notifications/<instance>`: the notification log one berth process started.
+pub fn notification_log(instance: &uuid::Uuid) -> StoragePath {
+    notifications_root()
+        .join(&instance.simple().to_string())
+        .expect("a simple UUID is a valid path component")
+}
+
+/// `_berth/notifications/<instance>/lease`: who delivers the log, rewritten as a heartbeat.
+pub fn notification_lease(instance: &uuid::Uuid) -> StoragePath {
+    notification_log(instance).join("lease").expect("constant")
+}
+
+/// `_berth/notifications/<instance>/events`: the log's batches.
+pub fn notification_batches(instance: &uuid::Uuid) -> StoragePath {
+    notification_log(instance).join("events").expect("constant")
+}
+
+/// `_berth/notifications/<instance>/events/<seq>`: one batch, its sequence number written
+/// with 20 digits so names sort as numbers.
+pub fn notification_batch(instance: &uuid::Uuid, seq: u64) -> StoragePath {
+    notification_batches(instance)
+        .join(&format!("{seq:020}"))
+        .expect("digits are a valid path component")
+}
+
+/// `_berth/notifications/<instance>/cursors/<key>`: an endpoint's progress through the log.
+/// The key is a hash of the endpoint's name, which may hold any character.
+pub fn notification_cursor(instance: &uuid::Uuid, endpoint: &str) -> StoragePath {
+    let key = Digest::sha256_of(endpoint.as_bytes());
+    notification_log(instance)
+        .join("cursors")
+        .and_then(|p| p.join(&key.hex()[..32]))
+        .expect("hex is a valid path component")
+}
+
 /// The name a file gets while a garbage-collection run holds it aside: `gc-<run>`, in the
 /// same directory. Renaming within a directory needs no new directories (one fsync on a
 /// filesystem); Distribution reads only files named `data` and `link` and so never sees it.
@@ -482,6 +527,28 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got.as_str(), want);
         }
+    }
+
+    #[test]
+    fn notification_paths_stay_under_berths_own_directory() {
+        let v2 = "docker/registry/v2";
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let log = format!("{v2}/_berth/notifications/0123456789abcdef0123456789abcdef");
+        assert_eq!(notification_log(&id).as_str(), log);
+        assert_eq!(notification_lease(&id).as_str(), format!("{log}/lease"));
+        assert_eq!(
+            notification_batch(&id, 42).as_str(),
+            format!("{log}/events/00000000000000000042")
+        );
+        // Any name, even one no path may hold, gets a fixed-length key of its own.
+        let odd = notification_cursor(&id, "../a b/é");
+        assert!(
+            odd.as_str().starts_with(&format!("{log}/cursors/")),
+            "{odd}"
+        );
+        assert_eq!(odd.as_str().len(), log.len() + "/cursors/".len() + 32);
+        assert_ne!(odd, notification_cursor(&id, "other"));
+        assert_eq!(classify(&odd), None);
     }
 
     #[test]

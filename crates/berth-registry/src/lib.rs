@@ -19,6 +19,7 @@ mod manifests;
 mod pins;
 mod referrers;
 mod sessions;
+mod stats;
 mod tagindex;
 mod uploads;
 
@@ -34,6 +35,7 @@ pub use listing::{Page, path_order};
 pub use maintenance::{Maintenance, PurgeReport, Purging};
 pub use manifests::{ManifestRead, PutManifest};
 pub use referrers::ReferrersIndex;
+pub use stats::RegistryStats;
 pub use uploads::{UploadId, UploadStatus};
 
 /// A byte stream in or out of the registry.
@@ -104,8 +106,35 @@ impl Registry {
         &self.inner.options
     }
 
+    /// What it has done so far (cache hits, collection runs), for metrics.
+    pub fn stats(&self) -> RegistryStats {
+        self.inner.caches.stats.snapshot()
+    }
+
     fn driver(&self) -> &dyn StorageDriver {
         self.inner.driver.as_ref()
+    }
+
+    /// The storage driver, for what keeps its own state beside the registry's (the
+    /// notification log of `berth-notify`, under the paths `layout` gives it).
+    pub fn storage(&self) -> Arc<dyn StorageDriver> {
+        self.inner.driver.clone()
+    }
+
+    /// Whether the storage answers, for health checks: one listing of the storage root, as
+    /// Distribution's storage-driver check asks the driver about its root. An absent root
+    /// counts as healthy (the backend answered; nothing is stored yet); any other error is
+    /// returned. A listing rather than a stat, so a root that is not a directory fails too.
+    pub async fn probe_storage(&self) -> Result<()> {
+        match self
+            .driver()
+            .list(&berth_storage::StoragePath::root())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The per-repository manifest lock, striped. Pushes share it, deletes take it alone, so
@@ -211,4 +240,37 @@ async fn write_link(
         .put(path, bytes::Bytes::from(digest.to_string()))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn over(root: &std::path::Path) -> Registry {
+        let driver = berth_storage::FsDriver::new(root).expect("a filesystem driver");
+        Registry::new(Arc::new(driver), Options::default())
+    }
+
+    /// The probe passes over a usable root and an absent one (Distribution's check treats
+    /// "not found" as the backend answering), and fails where the root is a file.
+    #[tokio::test]
+    async fn probe_storage_fails_only_when_the_storage_cannot_be_listed() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let root = dir.path().join("root");
+        let registry = over(&root);
+        registry
+            .probe_storage()
+            .await
+            .expect("a fresh root is healthy");
+        std::fs::remove_dir(&root).expect("removing the root");
+        registry
+            .probe_storage()
+            .await
+            .expect("an absent root is healthy");
+        std::fs::write(&root, b"not a directory").expect("a file in the root's place");
+        assert!(registry.probe_storage().await.is_err());
+        std::fs::remove_file(&root).expect("removing the file");
+        std::fs::create_dir(&root).expect("restoring the root");
+        registry.probe_storage().await.expect("healthy again");
+    }
 }

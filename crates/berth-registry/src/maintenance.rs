@@ -100,9 +100,17 @@ impl Registry {
     async fn gc_loop(self, options: GcOptions, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
-            // The pass logs its own progress and results.
-            if let Err(e) = self.garbage_collect(&options).await {
-                tracing::warn!(error = %e, "garbage collection failed");
+            // The pass logs its own progress and results; the counters feed the metrics.
+            match self.garbage_collect(&options).await {
+                Ok(report) => self
+                    .inner
+                    .caches
+                    .stats
+                    .gc_finished(&report, options.dry_run),
+                Err(e) => {
+                    self.inner.caches.stats.gc_failed();
+                    tracing::warn!(error = %e, "garbage collection failed");
+                }
             }
         }
     }

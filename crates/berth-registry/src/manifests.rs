@@ -308,7 +308,12 @@ impl Registry {
     }
 
     /// Deletes by digest (the revision and every tag pointing at it) or by tag (the tag only).
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Returns the tags that were removed.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Vec<Tag>> {
         self.check_delete()?;
         let _guard = self.lock_manifests_exclusive(repo).await;
         match reference {
@@ -318,7 +323,8 @@ impl Registry {
                 self.inner
                     .caches
                     .link_written(&layout::tag_current_link(repo, tag));
-                self.forget_tag(repo, tag, &digest).await
+                self.forget_tag(repo, tag, &digest).await?;
+                Ok(vec![tag.clone()])
             }
             Reference::Digest(digest) => {
                 if !self.revision_exists(repo, digest).await? {
@@ -328,11 +334,12 @@ impl Registry {
                 }
                 // Tags first: a crash midway leaves the revision, still reachable by digest,
                 // rather than a tag naming a deleted revision.
-                for tag in self.tags_pointing_at(repo, digest).await? {
-                    ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
+                let tags = self.tags_pointing_at(repo, digest).await?;
+                for tag in &tags {
+                    ignore_not_found(self.driver().delete(&layout::tag_dir(repo, tag)).await)?;
                     self.inner
                         .caches
-                        .link_written(&layout::tag_current_link(repo, &tag));
+                        .link_written(&layout::tag_current_link(repo, tag));
                 }
                 ignore_not_found(
                     self.driver()
@@ -356,7 +363,7 @@ impl Registry {
                 self.inner
                     .caches
                     .link_written(&layout::revision_link(repo, digest));
-                deleted
+                deleted.map(|()| tags)
             }
         }
     }

@@ -236,14 +236,14 @@ impl Registry {
     }
 
     /// Finishes a session: appends an optional last chunk, verifies the digest, and links the
-    /// blob into the repository.
+    /// blob into the repository. Returns the blob's size.
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
         id: &UploadId,
         digest: &Digest,
         body: Option<ByteStream>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         self.check_writable()?;
         let lock = self.inner.uploads.lock_for(id);
         let mut state = lock.lock().await;
@@ -277,7 +277,7 @@ impl Registry {
         };
         // As Distribution does, a failed finish ends the session: the client starts over.
         self.remove_session(repo, id).await;
-        result
+        result.map(|()| size)
     }
 
     /// Links a verified blob into a repository (which may create the repository).
@@ -341,13 +341,13 @@ impl Registry {
         Ok(())
     }
 
-    /// Pushes a whole blob in one request (`POST ?digest=` with a body).
+    /// Pushes a whole blob in one request (`POST ?digest=` with a body). Returns its size.
     pub async fn push_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let status = self.start_upload(repo).await?;
         let result = self
             .finish_upload(repo, &status.id, digest, Some(body))
@@ -378,20 +378,21 @@ impl Registry {
 
     /// A mount without `from` (the spec allows registries to find the source themselves):
     /// links `digest` into `repo` when some repository that `may_pull` allows links it and
-    /// the blob is stored. Returns false otherwise (the caller then starts a normal upload),
-    /// so nothing the caller may not pull is ever revealed or mounted.
+    /// the blob is stored, and returns that repository. Returns `None` otherwise (the caller
+    /// then starts a normal upload), so nothing the caller may not pull is ever revealed or
+    /// mounted.
     pub async fn mount_blob_from_any(
         &self,
         repo: &RepoName,
         digest: &Digest,
         may_pull: impl Fn(&str) -> bool,
-    ) -> Result<bool> {
+    ) -> Result<Option<RepoName>> {
         self.check_writable()?;
         // Most blobs a client offers to mount are not here at all: answer those without a
         // write or a walk of the repositories.
         match self.driver().stat(&layout::blob_data(digest)).await {
             Ok(_) => {}
-            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         }
         self.pin([digest]).await?;
@@ -402,9 +403,12 @@ impl Registry {
             .filter_map(|name| RepoName::parse(name).ok())
             .collect();
         let mut checks = futures_util::stream::iter(candidates)
-            .map(|from| async move { self.blob_linked_and_present(&from, digest).await })
+            .map(|from| async move {
+                let linked = self.blob_linked_and_present(&from, digest).await;
+                (from, linked)
+            })
             .buffer_unordered(MOUNT_SEARCH_CONCURRENCY);
-        while let Some(linked) = checks.next().await {
+        while let Some((from, linked)) = checks.next().await {
             // A repository that cannot be read is not a source; the caller then uploads, as
             // it would have without the search.
             let linked = linked.unwrap_or_else(|e| {
@@ -413,10 +417,10 @@ impl Registry {
             });
             if linked {
                 self.link_layer(repo, digest).await?;
-                return Ok(true);
+                return Ok(Some(from));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 }
 

@@ -2,7 +2,8 @@
 
 use axum::body::Body;
 use axum::response::Response;
-use berth_oci::RepoName;
+use berth_notify::{Action, BLOB_MEDIA_TYPE, Target};
+use berth_oci::{Digest, RepoName};
 use http::{Method, StatusCode, header};
 
 use crate::{ApiError, Ctx, digest, empty, error, set};
@@ -18,6 +19,7 @@ pub(crate) async fn handle(
     match method {
         Method::HEAD => {
             let size = registry.stat_blob(repo, &digest).await?;
+            pulled(ctx, repo, &digest, size).await;
             let mut r = empty(StatusCode::OK);
             set(&mut r, header::CONTENT_LENGTH, size.to_string());
             blob_headers(&mut r, &digest.to_string());
@@ -27,8 +29,9 @@ pub(crate) async fn handle(
             // Object storage with redirects on (Distribution's `storage.redirect`): the bytes
             // go from the bucket to the client, berth only checks the link.
             if registry.redirects_blobs()
-                && let Some(url) = registry.blob_redirect(repo, &digest).await?
+                && let Some((url, size)) = registry.blob_redirect(repo, &digest).await?
             {
+                pulled(ctx, repo, &digest, size).await;
                 let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
                 set(&mut r, header::LOCATION, url);
                 set(&mut r, "docker-content-digest", digest.to_string());
@@ -39,6 +42,7 @@ pub(crate) async fn handle(
                 .header(header::RANGE)
                 .and_then(|h| berth_oci::RangeRequest::parse(h).ok().flatten());
             let blob = registry.read_blob(repo, &digest, range).await?;
+            pulled(ctx, repo, &digest, blob.size).await;
             let mut r = Response::new(Body::from_stream(blob.body));
             match blob.range {
                 Some(range) => {
@@ -57,11 +61,28 @@ pub(crate) async fn handle(
         }
         Method::DELETE => {
             registry.delete_blob(repo, &digest).await?;
+            if let Some(n) = ctx.notify()
+                && n.wants(Action::Delete, "")
+            {
+                let target = Target::deleted(repo.as_str(), &digest.to_string());
+                n.send(&[(Action::Delete, target)]).await;
+            }
             let mut r = empty(StatusCode::ACCEPTED);
             set(&mut r, "docker-content-digest", digest.to_string());
             Ok(r)
         }
         _ => Err(error::unsupported_method()),
+    }
+}
+
+/// A blob read (GET, a redirect, or HEAD: Distribution's blob HEAD serves through the same
+/// `ServeBlob` that reports pulls).
+async fn pulled(ctx: &Ctx<'_>, repo: &RepoName, digest: &Digest, size: u64) {
+    if let Some(n) = ctx.notify()
+        && n.wants(Action::Pull, BLOB_MEDIA_TYPE)
+    {
+        let target = ctx.blob_target(repo, &digest.to_string(), size);
+        n.send(&[(Action::Pull, target)]).await;
     }
 }
 

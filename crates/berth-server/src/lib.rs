@@ -13,8 +13,11 @@ mod body;
 pub mod connections;
 pub mod endpoint;
 mod error;
+pub mod health;
 mod listing;
 mod manifests;
+mod notify;
+mod observe;
 mod referrers;
 mod serve;
 pub mod tls;
@@ -33,6 +36,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use auth::Auth;
 pub use connections::Limits;
 pub use error::ApiError;
+pub use observe::{X_REQUEST_ID, metrics_router};
 pub use serve::{ServeOptions, serve, serve_with};
 
 /// HTTP settings from the `http` section of the configuration.
@@ -52,6 +56,15 @@ pub struct HttpOptions {
     pub auth: Option<Arc<auth::Auth>>,
     /// `http.trustedproxies` (berth's own): peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `health`: while one of its checks fails, every request is answered 503 ([`health`]).
+    pub health: Option<health::Health>,
+    /// `log.accesslog.disabled` unset: one access-log line per request on stdout (`observe.rs`).
+    pub access_log: bool,
+    /// `http.debug.prometheus.enabled`: the metrics requests are recorded into.
+    pub metrics: Option<Arc<berth_metrics::Metrics>>,
+    /// `notifications`: where successful requests' events go (`None`: nowhere, and no
+    /// request does anything for them).
+    pub notifier: Option<berth_notify::Notifier>,
 }
 
 impl Default for HttpOptions {
@@ -64,6 +77,10 @@ impl Default for HttpOptions {
             body_idle_timeout: Duration::from_secs(60),
             auth: None,
             trusted_proxies: Vec::new(),
+            health: None,
+            access_log: false,
+            metrics: None,
+            notifier: None,
         }
     }
 }
@@ -74,6 +91,8 @@ pub struct AppState {
     registry: Registry,
     http: Arc<HttpOptions>,
     catalog_max_entries: usize,
+    /// `/readyz`'s storage probe ([`health`]).
+    readiness: Arc<health::Readiness>,
 }
 
 /// The whole HTTP application: mount it on any listener.
@@ -82,8 +101,20 @@ pub fn app(registry: Registry, http: HttpOptions) -> axum::Router {
         registry,
         catalog_max_entries: http.catalog_max_entries.max(1),
         http: Arc::new(http),
+        readiness: Arc::default(),
     };
-    axum::Router::new().fallback(dispatch).with_state(state)
+    // The probes for Kubernetes, beside `dispatch`: no auth, no health gate, no request log.
+    let probes = axum::Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz));
+    // Request ids, the access log and metrics around everything (observe.rs).
+    let observed = Arc::new(observe::Observe {
+        access_log: state.http.access_log,
+        metrics: state.http.metrics.clone(),
+        trusted_proxies: state.http.trusted_proxies.clone(),
+    });
+    let observe = axum::middleware::from_fn_with_state(observed, observe::observe);
+    probes.fallback(dispatch).layer(observe).with_state(state)
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -97,6 +128,15 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let endpoint = endpoint::parse(&path);
     let label = endpoint.as_ref().map_or("other", |e| e.label());
     let mut response = match endpoint {
+        // While a `health` check fails, every request is refused, as Distribution does.
+        _ if state
+            .http
+            .health
+            .as_ref()
+            .is_some_and(health::Health::failing) =>
+        {
+            health::unavailable()
+        }
         Some(endpoint) => match authorize(
             &state,
             &endpoint,
@@ -106,9 +146,21 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         )
         .await
         {
-            Ok(caller) => handle(&state, endpoint, request, caller)
-                .await
-                .unwrap_or_else(IntoResponse::into_response),
+            Ok(caller) => {
+                // Who the access log names (observe.rs).
+                let user = state
+                    .http
+                    .access_log
+                    .then(|| observe::user_of(caller.as_ref()))
+                    .flatten();
+                let mut response = handle(&state, endpoint, request, caller)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response);
+                if let Some(user) = user {
+                    response.extensions_mut().insert(user);
+                }
+                response
+            }
             Err(refusal) => refusal,
         },
         // berth's own token server (auth.tokenserver), outside /v2 as token servers are.
@@ -217,6 +269,10 @@ async fn handle(
     use endpoint::Endpoint as E;
     let method = request.method().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
+    let notify =
+        state.http.notifier.as_ref().map(|n| {
+            notify::Notify::new(n, &request, caller.as_ref(), &state.http.trusted_proxies)
+        });
     let ctx = Ctx {
         state,
         headers: request.headers().clone(),
@@ -224,6 +280,7 @@ async fn handle(
         authority: request.uri().authority().map(|a| a.to_string()),
         query,
         caller,
+        notify,
     };
     // Every handler's body is drained if the handler refuses it unread (see `body.rs`).
     let body = body::drain_on_drop(request.into_body());
@@ -255,6 +312,8 @@ pub(crate) struct Ctx<'a> {
     tls: bool,
     /// The request URI's authority (HTTP/2 sends `:authority`, not `Host`).
     authority: Option<String>,
+    /// Notifications, when configured ([`notify`]).
+    notify: Option<notify::Notify>,
 }
 
 /// Marks requests that arrived over TLS (set by the accept loop).

@@ -2,7 +2,8 @@
 
 use axum::body::Body;
 use axum::response::Response;
-use berth_oci::{Reference, RepoName};
+use berth_notify::{Action, Target};
+use berth_oci::{Manifest, Reference, RepoName};
 use berth_registry::Error;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
@@ -37,6 +38,21 @@ pub(crate) async fn handle(
     match method {
         Method::GET | Method::HEAD => {
             let manifest = registry.get_manifest(repo, &reference).await?;
+            // A pull, HEAD too: Distribution's GetManifest serves both and its listener
+            // reports every read.
+            if let Some(n) = ctx.notify()
+                && n.wants(Action::Pull, &manifest.media_type)
+            {
+                let target = ctx.manifest_target(
+                    n,
+                    repo,
+                    &reference,
+                    &manifest.digest,
+                    &manifest.media_type,
+                    &manifest.body,
+                );
+                n.send(&[(Action::Pull, target)]).await;
+            }
             let len = manifest.body.len();
             let mut r = if method == Method::HEAD {
                 Response::new(Body::empty())
@@ -55,8 +71,20 @@ pub(crate) async fn handle(
             let body = read_limited(body, limit).await?;
             let content_type = ctx.header(header::CONTENT_TYPE);
             let put = registry
-                .put_manifest(repo, &reference, content_type, body)
+                .put_manifest(repo, &reference, content_type, body.clone())
                 .await?;
+            if let Some(n) = ctx.notify() {
+                // The manifest's own media type, as Distribution's event reports it (the
+                // body was just validated, so it parses).
+                let media_type = Manifest::parse(&body, content_type)
+                    .map(|m| m.media_type().to_owned())
+                    .unwrap_or_else(|_| Manifest::sniff_media_type(&body));
+                if n.wants(Action::Push, &media_type) {
+                    let target =
+                        ctx.manifest_target(n, repo, &reference, &put.digest, &media_type, &body);
+                    n.send(&[(Action::Push, target)]).await;
+                }
+            }
             let digest = put.digest.to_string();
             let mut r = empty(StatusCode::CREATED);
             set(
@@ -77,7 +105,27 @@ pub(crate) async fn handle(
             Ok(r)
         }
         Method::DELETE => {
-            registry.delete_manifest(repo, &reference).await?;
+            let tags = registry.delete_manifest(repo, &reference).await?;
+            if let Some(n) = ctx.notify()
+                && n.wants(Action::Delete, "")
+            {
+                // By digest: the manifest, then each tag that pointed at it (Distribution
+                // untags them through its tag service, which reports each); by tag: the tag.
+                let mut events = Vec::with_capacity(tags.len() + 1);
+                if let Reference::Digest(d) = &reference {
+                    events.push((
+                        Action::Delete,
+                        Target::deleted(repo.as_str(), &d.to_string()),
+                    ));
+                }
+                for tag in &tags {
+                    events.push((
+                        Action::Delete,
+                        Target::deleted_tag(repo.as_str(), tag.as_str()),
+                    ));
+                }
+                n.send(&events).await;
+            }
             Ok(empty(StatusCode::ACCEPTED))
         }
         _ => Err(error::unsupported_method()),

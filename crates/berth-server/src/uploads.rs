@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::response::Response;
+use berth_notify::{Action, BLOB_MEDIA_TYPE};
 use berth_oci::{ContentRange, RepoName};
 use berth_registry::{Error, UploadId, UploadStatus};
 use http::{Method, StatusCode, header};
@@ -25,9 +26,9 @@ pub(crate) async fn start(
                 // presence there is not revealed.
                 Some(from) => match RepoName::parse(&from) {
                     Ok(from) if ctx.may_pull(from.as_str()) => {
-                        registry.mount_blob(repo, &from, &d).await?
+                        registry.mount_blob(repo, &from, &d).await?.then_some(from)
                     }
-                    _ => false,
+                    _ => None,
                 },
                 None => {
                     registry
@@ -35,13 +36,22 @@ pub(crate) async fn start(
                         .await?
                 }
             };
-            if mounted {
+            if let Some(from) = mounted {
+                if let Some(n) = ctx.notify()
+                    && n.wants(Action::Mount, BLOB_MEDIA_TYPE)
+                {
+                    let size = registry.stat_blob(repo, &d).await?;
+                    let mut target = ctx.blob_target(repo, &d.to_string(), size);
+                    target.from_repository = from.as_str().to_owned();
+                    n.send(&[(Action::Mount, target)]).await;
+                }
                 return Ok(blob_created(ctx, repo, &d.to_string()));
             }
         }
     } else if let Some(raw) = ctx.query_param("digest") {
         let d = digest(&raw)?;
-        registry.push_blob(repo, &d, ctx.body(body)).await?;
+        let size = registry.push_blob(repo, &d, ctx.body(body)).await?;
+        pushed(ctx, repo, &raw, size).await;
         return Ok(blob_created(ctx, repo, &raw));
     }
     let status = registry.start_upload(repo).await?;
@@ -105,9 +115,10 @@ pub(crate) async fn handle(
                 )))
             })?;
             let d = digest(&raw)?;
-            registry
+            let size = registry
                 .finish_upload(repo, &id, &d, Some(ctx.body(body)))
                 .await?;
+            pushed(ctx, repo, &raw, size).await;
             Ok(blob_created(ctx, repo, &raw))
         }
         Method::DELETE => {
@@ -115,6 +126,16 @@ pub(crate) async fn handle(
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => Err(error::unsupported_method()),
+    }
+}
+
+/// A completed blob upload (Distribution's `BlobPushed`, from the writer's commit).
+async fn pushed(ctx: &Ctx<'_>, repo: &RepoName, digest: &str, size: u64) {
+    if let Some(n) = ctx.notify()
+        && n.wants(Action::Push, BLOB_MEDIA_TYPE)
+    {
+        let target = ctx.blob_target(repo, digest, size);
+        n.send(&[(Action::Push, target)]).await;
     }
 }
 

@@ -427,7 +427,12 @@ impl Client {
     }
 
     /// One `PATCH` with `Content-Range` starting at `start`: the size berth then reports.
-    pub async fn patch(&self, path: &str, start: u64, chunk: impl Into<Bytes>) -> Result<u64, Fail> {
+    pub async fn patch(
+        &self,
+        path: &str,
+        start: u64,
+        chunk: impl Into<Bytes>,
+    ) -> Result<u64, Fail> {
         let chunk: Bytes = chunk.into();
         let what = format!("PATCH {path} from {start}");
         if chunk.is_empty() {
@@ -457,7 +462,12 @@ impl Client {
     }
 
     /// `PUT <session>?digest=` with `last` as the body: expects 201.
-    pub async fn finish(&self, path: &str, digest: &str, last: impl Into<Bytes>) -> Result<(), Fail> {
+    pub async fn finish(
+        &self,
+        path: &str,
+        digest: &str,
+        last: impl Into<Bytes>,
+    ) -> Result<(), Fail> {
         let what = format!("PUT {path}?digest={digest}");
         let mut url = self.url(path).map_err(|e| Fail::Transport {
             what: what.clone(),

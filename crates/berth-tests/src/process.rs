@@ -197,7 +197,11 @@ impl Setup {
                 .replace("{root}", &root.display().to_string());
         }
         let mut log = indented(&self.log);
-        if !self.log.lines().any(|l| l.trim_start().starts_with("level:")) {
+        if !self
+            .log
+            .lines()
+            .any(|l| l.trim_start().starts_with("level:"))
+        {
             log.insert_str(0, "  level: info\n");
         }
         let maintenance = if self.maintenance.trim().is_empty() {
@@ -237,28 +241,50 @@ fn listening_addr(log: &str) -> Option<SocketAddr> {
 
 /// The port of the TCP socket process `pid` listens on, as the kernel reports it
 /// (`/proc/<pid>/fd` for the socket inodes, `/proc/<pid>/net/tcp{,6}` for the listening
-/// ones): for a berth whose log level hides its "listening" line.
+/// ones): for a berth whose log level hides its "listening" line. With several listeners (the
+/// debug server's too), the one with the lowest descriptor: berth binds its API listener
+/// first.
 pub fn listening_port(pid: u32) -> Option<u16> {
-    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+    let mut sockets: Vec<(u32, String)> = fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
         .flatten()
-        .filter_map(|fd| fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
+        .filter_map(|fd| {
+            let number = fd.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(fd.path()).ok()?;
             let t = target.to_string_lossy();
-            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            Some((
+                number,
+                t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned(),
+            ))
         })
         .collect();
-    ["tcp", "tcp6"].iter().find_map(|table| {
-        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
-        text.lines().skip(1).find_map(|row| {
+    sockets.sort();
+    let mut listening: Vec<(String, u16)> = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
             let cols: Vec<&str> = row.split_whitespace().collect();
-            let (local, state, inode) = (cols.get(1)?, cols.get(3)?, cols.get(9)?);
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
             // 0A is TCP_LISTEN.
-            if *state != "0A" || !inodes.iter().any(|i| i == inode) {
-                return None;
+            if *state == "0A"
+                && let Some(port) = local
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            {
+                listening.push(((*inode).to_owned(), port));
             }
-            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
-        })
+        }
+    }
+    sockets.iter().find_map(|(_, inode)| {
+        listening
+            .iter()
+            .find(|(i, _)| i == inode)
+            .map(|(_, port)| *port)
     })
 }
 
@@ -522,7 +548,9 @@ mod tests {
             ..Setup::default()
         }
         .config(root);
-        assert!(more.starts_with("version: 0.1\nlog:\n  level: debug\n  formatter: json\nstorage:"));
+        assert!(
+            more.starts_with("version: 0.1\nlog:\n  level: debug\n  formatter: json\nstorage:")
+        );
         assert!(more.contains("  maintenance: {uploadpurging: {enabled: true, age: 1s}}\n"));
         assert!(more.ends_with("  addr: 127.0.0.1:0\nauth:\n  htpasswd:\n    path: /h\n"));
         let formatted = Setup {
@@ -549,11 +577,17 @@ mod tests {
     #[test]
     fn the_listening_address_is_read_from_either_formatter_and_from_distribution() {
         let text = "2026-12-05T05:00:00Z  INFO berth listening addr=127.0.0.1:41234 storage=fs\n";
-        assert_eq!(listening_addr(text), Some("127.0.0.1:41234".parse().unwrap()));
+        assert_eq!(
+            listening_addr(text),
+            Some("127.0.0.1:41234".parse().unwrap())
+        );
         let json = r#"{"level":"INFO","fields":{"message":"berth listening","addr":"[::1]:5000"}}"#;
         assert_eq!(listening_addr(json), Some("[::1]:5000".parse().unwrap()));
         let dist = r#"time="x" level=info msg="listening on 127.0.0.1:5001" go.version=go1.19"#;
-        assert_eq!(listening_addr(dist), Some("127.0.0.1:5001".parse().unwrap()));
+        assert_eq!(
+            listening_addr(dist),
+            Some("127.0.0.1:5001".parse().unwrap())
+        );
         assert_eq!(listening_addr("berth starting\n"), None);
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_tests::raw::{Conn, Resp};
 use berth_tests::process::Berth;
+use berth_tests::raw::{Conn, Resp};
 use berth_tests::{content, sha256};
 use tokio::io::AsyncWriteExt;
 

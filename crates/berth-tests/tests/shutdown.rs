@@ -17,9 +17,9 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use berth_tests::process::Berth;
 use berth_tests::raw::{Conn, Resp};
 use berth_tests::serially;
-use berth_tests::process::Berth;
 use berth_tests::{content, sha256};
 use tokio::io::AsyncWriteExt;
 

@@ -22,7 +22,10 @@ async fn a_tag_written_by_one_process_is_listed_by_the_other_at_once() {
     std::fs::create_dir_all(&dir_b).unwrap();
     let a = Berth::start_on(&root, &dir_a);
     let b = Berth::start_on(&root, &dir_b);
-    let (ca, cb) = (Client::new(&a.base()).unwrap(), Client::new(&b.base()).unwrap());
+    let (ca, cb) = (
+        Client::new(&a.base()).unwrap(),
+        Client::new(&b.base()).unwrap(),
+    );
     let repo = "shared/tags";
 
     let (config, layer) = ca.push_config_and_layer(repo, 1).await.unwrap();

@@ -34,6 +34,139 @@ pub struct Config {
     pub validation: Validation,
     /// `auth`: htpasswd and berth's own policy; other kinds are refused, not ignored.
     pub auth: Option<Auth>,
+    /// `health`
+    pub health: Health,
+    /// `notifications`: webhooks (`berth-notify`).
+    pub notifications: Notifications,
+}
+
+/// `notifications` (Distribution's `configuration.Notifications`, plus berth's own
+/// `leaseduration` and `endpoints[].maxpending`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Notifications {
+    /// `notifications.events`
+    pub events: NotificationEvents,
+    /// `notifications.endpoints`
+    pub endpoints: Vec<NotificationEndpoint>,
+    /// berth's own: how long a process's queue lease lasts without renewal before another
+    /// process delivers its events (0: the default, 30 s).
+    #[serde(deserialize_with = "go_duration")]
+    pub leaseduration: Duration,
+}
+
+/// `notifications.events`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NotificationEvents {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub includereferences: bool,
+}
+
+/// One of `notifications.endpoints`. Zero `timeout`, `threshold` and `backoff` mean
+/// Distribution's defaults (1 s, 10, 1 s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NotificationEndpoint {
+    #[serde(deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub disabled: bool,
+    #[serde(deserialize_with = "lenient_string")]
+    pub url: Option<String>,
+    pub headers: BTreeMap<String, Vec<String>>,
+    #[serde(deserialize_with = "go_duration")]
+    pub timeout: Duration,
+    pub threshold: i64,
+    #[serde(deserialize_with = "go_duration")]
+    pub backoff: Duration,
+    pub ignoredmediatypes: Vec<String>,
+    pub ignore: NotificationIgnore,
+    /// berth's own: undelivered events kept at most (0: the default, 10,000).
+    pub maxpending: usize,
+}
+
+/// `notifications.endpoints[].ignore`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NotificationIgnore {
+    pub mediatypes: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// `health`: Distribution's periodic checks (`berth_server::health` runs them). Go's zero
+/// values keep Go's meaning: an interval of 0 is 10 s, a threshold of 0 (or unset) fails at
+/// the first failure, a timeout of 0 is berth's default (10 s), a statuscode of 0 is 200.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// `health.storagedriver`
+    pub storagedriver: StorageDriverHealth,
+    /// `health.file`: each fails while its file exists.
+    pub file: Vec<FileHealth>,
+    /// `health.http`: each fails while a HEAD of its URI answers another status.
+    pub http: Vec<HttpHealth>,
+    /// `health.tcp`: each fails while its address refuses connections.
+    pub tcp: Vec<TcpHealth>,
+}
+
+/// `health.storagedriver`
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct StorageDriverHealth {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub enabled: bool,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+    pub threshold: i64,
+}
+
+impl Default for StorageDriverHealth {
+    fn default() -> Self {
+        StorageDriverHealth {
+            enabled: false,
+            interval: Duration::from_secs(10),
+            threshold: 0,
+        }
+    }
+}
+
+/// One of `health.file`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FileHealth {
+    #[serde(deserialize_with = "lenient_string")]
+    pub file: Option<String>,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+}
+
+/// One of `health.http`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpHealth {
+    #[serde(deserialize_with = "lenient_string")]
+    pub uri: Option<String>,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub statuscode: u16,
+    #[serde(deserialize_with = "go_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+    pub threshold: i64,
+}
+
+/// One of `health.tcp`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TcpHealth {
+    #[serde(deserialize_with = "lenient_string")]
+    pub addr: Option<String>,
+    #[serde(deserialize_with = "go_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub interval: Duration,
+    pub threshold: i64,
 }
 
 /// The `auth` section.
@@ -111,8 +244,19 @@ pub struct Log {
     pub level: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
     pub formatter: Option<String>,
-    /// Accepted for compatibility; fields are added to no log line yet.
+    /// Added to every log line, both formatters (`logging.rs`), as Distribution does.
     pub fields: Option<BTreeMap<String, yaml_serde::Value>>,
+    /// `log.accesslog`
+    pub accesslog: AccessLog,
+}
+
+/// `log.accesslog`: Distribution's access log (on unless disabled), one line per request on
+/// stdout (`berth-server`'s `observe.rs` says what it holds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AccessLog {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub disabled: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +468,39 @@ pub struct Http {
     /// berth's own: addresses or networks (`10.0.0.0/8`) of proxies whose `X-Forwarded-For`
     /// is believed for the failed-login limits.
     pub trustedproxies: Vec<String>,
+    /// `http.debug`: the debug listener (`/debug/health`, metrics).
+    pub debug: DebugServer,
+}
+
+/// `http.debug`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DebugServer {
+    #[serde(deserialize_with = "lenient_string")]
+    pub addr: Option<String>,
+    /// `http.debug.prometheus`: metrics on the debug server.
+    pub prometheus: Prometheus,
+}
+
+/// `http.debug.prometheus`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Prometheus {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub enabled: bool,
+    /// Where the metrics are served; empty or unset is Distribution's `/metrics`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub path: Option<String>,
+}
+
+impl Prometheus {
+    /// The path the metrics are served at.
+    pub fn path(&self) -> &str {
+        self.path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/metrics")
+    }
 }
 
 impl Default for Http {
@@ -343,6 +520,7 @@ impl Default for Http {
             handshaketimeout: Duration::from_secs(10),
             maxconnections: 0,
             trustedproxies: Vec::new(),
+            debug: DebugServer::default(),
         }
     }
 }
@@ -463,10 +641,10 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
         } else {
             yaml_serde::from_str(&text).map_err(|e| ConfigError(format!("config {source}: {e}")))?
         };
-        for (path, _, value) in &overrides {
+        for (path, name, value) in &overrides {
             let value: yaml_serde::Value = yaml_serde::from_str(value)
                 .unwrap_or_else(|_| yaml_serde::Value::String((*value).to_owned()));
-            set_path(&mut tree, path, value);
+            set_path(&mut tree, path, value).map_err(|e| ConfigError(format!("{name}: {e}")))?;
         }
         let mut env_warnings = Vec::new();
         let merged = parse_typed(tree, &mut env_warnings).map_err(|e| {
@@ -507,11 +685,38 @@ where
     })
 }
 
-fn set_path(tree: &mut yaml_serde::Value, path: &[String], value: yaml_serde::Value) {
+/// Sets the value at `path`. A number indexes a list, as in Distribution
+/// (`REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL`): an existing item, or one past the last to
+/// add an item; further is an error.
+fn set_path(
+    tree: &mut yaml_serde::Value,
+    path: &[String],
+    value: yaml_serde::Value,
+) -> Result<(), String> {
     let Some((first, rest)) = path.split_first() else {
         *tree = value;
-        return;
+        return Ok(());
     };
+    if let Ok(index) = first.parse::<usize>()
+        && (tree.is_sequence() || tree.is_null())
+    {
+        if tree.is_null() {
+            *tree = yaml_serde::Value::Sequence(Vec::new());
+        }
+        let Some(items) = tree.as_sequence_mut() else {
+            return Ok(());
+        };
+        if index > items.len() {
+            return Err(format!(
+                "index {index} is past the end of a list of {} items",
+                items.len()
+            ));
+        }
+        if index == items.len() {
+            items.push(yaml_serde::Value::Null);
+        }
+        return set_path(&mut items[index], rest, value);
+    }
     if !tree.is_mapping() {
         *tree = yaml_serde::Value::Mapping(Default::default());
     }
@@ -523,7 +728,7 @@ fn set_path(tree: &mut yaml_serde::Value, path: &[String], value: yaml_serde::Va
         .cloned();
     let key = existing.unwrap_or_else(|| yaml_serde::Value::String(first.clone()));
     let child = map.entry(key).or_insert(yaml_serde::Value::Null);
-    set_path(child, rest, value);
+    set_path(child, rest, value)
 }
 
 fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
@@ -620,11 +825,36 @@ fn refuse_unsupported(config: &Config) -> Result<(), ConfigError> {
             )));
         }
     }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, e) in config.notifications.endpoints.iter().enumerate() {
+        if e.disabled {
+            continue;
+        }
+        let name = e.name.clone().unwrap_or_default();
+        if e.url.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError(format!(
+                "notifications.endpoints[{i}] ({name:?}): url is required"
+            )));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ConfigError(format!(
+                "notifications.endpoints: two enabled endpoints are named {name:?}; berth's \
+                 queue tells endpoints apart by name"
+            )));
+        }
+    }
     if let Some(net) = &config.http.net
         && net != "tcp"
     {
         return Err(ConfigError(format!(
             "http.net {net:?} is not supported; use tcp"
+        )));
+    }
+    let prometheus = &config.http.debug.prometheus;
+    if prometheus.enabled && !prometheus.path().starts_with('/') {
+        return Err(ConfigError(format!(
+            "http.debug.prometheus.path {:?} must start with /",
+            prometheus.path()
         )));
     }
     Ok(())
@@ -792,7 +1022,75 @@ mod tests {
             l.warnings
         );
         assert!(
-            l.warnings.iter().any(|w| w.contains("health")),
+            !l.warnings.iter().any(|w| w.contains("health")),
+            "health is understood: {:?}",
+            l.warnings
+        );
+        let sd = &l.config.health.storagedriver;
+        assert!(sd.enabled);
+        assert_eq!(sd.interval, Duration::from_secs(10));
+        assert_eq!(sd.threshold, 3);
+    }
+
+    #[test]
+    fn health_sections_load_with_env_overrides() {
+        let yaml = "health:\n  storagedriver:\n    enabled: false\n  file:\n    - file: /run/down\n      interval: 5s\n  http:\n    - uri: http://auth:8080/ping\n      headers:\n        Authorization: [Basic QQ==]\n      statuscode: 204\n      timeout: 3s\n      threshold: 2\n  tcp:\n    - addr: redis:6379\n      timeout: 1s\n      interval: 30s\n      threshold: 3\n";
+        let l = load_str(
+            yaml,
+            &[
+                ("REGISTRY_HEALTH_STORAGEDRIVER_ENABLED", "true"),
+                ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "250ms"),
+            ],
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let h = &l.config.health;
+        assert!(h.storagedriver.enabled, "the override wins over the file");
+        assert_eq!(h.storagedriver.interval, Duration::from_millis(250));
+        assert_eq!(
+            h.storagedriver.threshold, 0,
+            "unset: the first failure counts"
+        );
+        assert_eq!(h.file[0].file.as_deref(), Some("/run/down"));
+        assert_eq!(h.file[0].interval, Duration::from_secs(5));
+        let http = &h.http[0];
+        assert_eq!(http.uri.as_deref(), Some("http://auth:8080/ping"));
+        assert_eq!(http.headers["Authorization"], vec!["Basic QQ=="]);
+        assert_eq!(http.statuscode, 204);
+        assert_eq!(http.timeout, Duration::from_secs(3));
+        assert_eq!(http.interval, Duration::ZERO, "0: the default interval");
+        assert_eq!(http.threshold, 2);
+        let tcp = &h.tcp[0];
+        assert_eq!(tcp.addr.as_deref(), Some("redis:6379"));
+        assert_eq!(
+            (tcp.timeout, tcp.interval, tcp.threshold),
+            (Duration::from_secs(1), Duration::from_secs(30), 3)
+        );
+
+        // Without a file: the variable alone turns the check on, with Distribution's interval.
+        let l = load(
+            None,
+            &[("REGISTRY_HEALTH_STORAGEDRIVER_ENABLED".into(), "yes".into())],
+        )
+        .unwrap();
+        assert!(l.config.health.storagedriver.enabled);
+        assert_eq!(
+            l.config.health.storagedriver.interval,
+            Duration::from_secs(10)
+        );
+        let e = load_str("health:\n  storagedriver:\n    enabled: sometimes\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health.storagedriver.enabled"), "{e}");
+        let l = load_str(
+            "health:\n  storagedriver:\n    enabled: true\n    intervall: 1s\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("health.storagedriver.intervall")),
             "{:?}",
             l.warnings
         );
@@ -1003,6 +1301,113 @@ mod tests {
     }
 
     #[test]
+    fn notifications_load_with_distribution_keys_and_list_overrides() {
+        let yaml = "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: alistener\n      disabled: false\n      url: https://mylistener.example.com/event\n      headers:\n        Authorization: [Bearer <token>]\n      timeout: 500ms\n      threshold: 5\n      backoff: 1s\n      ignoredmediatypes:\n        - application/octet-stream\n      ignore:\n        mediatypes:\n           - application/vnd.oci.image.index.v1+json\n        actions:\n           - pull\n    - name: off\n      disabled: true\n";
+        let l = load_str(
+            yaml,
+            &[
+                ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_TIMEOUT", "2s"),
+                ("REGISTRY_NOTIFICATIONS_ENDPOINTS_1_DISABLED", "false"),
+                (
+                    "REGISTRY_NOTIFICATIONS_ENDPOINTS_1_URL",
+                    "http://audit:8080/",
+                ),
+                ("REGISTRY_NOTIFICATIONS_ENDPOINTS_2_NAME", "third"),
+                ("REGISTRY_NOTIFICATIONS_ENDPOINTS_2_URL", "http://third/"),
+                ("REGISTRY_NOTIFICATIONS_LEASEDURATION", "10s"),
+            ],
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let n = &l.config.notifications;
+        assert!(n.events.includereferences);
+        assert_eq!(n.leaseduration, Duration::from_secs(10));
+        assert_eq!(n.endpoints.len(), 3);
+        let a = &n.endpoints[0];
+        assert_eq!(a.name.as_deref(), Some("alistener"));
+        assert_eq!(
+            a.url.as_deref(),
+            Some("https://mylistener.example.com/event")
+        );
+        assert_eq!(a.headers["Authorization"], vec!["Bearer <token>"]);
+        assert_eq!(a.timeout, Duration::from_secs(2), "the variable wins");
+        assert_eq!((a.threshold, a.backoff), (5, Duration::from_secs(1)));
+        assert_eq!(a.ignoredmediatypes, vec!["application/octet-stream"]);
+        assert_eq!(
+            a.ignore.mediatypes,
+            vec!["application/vnd.oci.image.index.v1+json"]
+        );
+        assert_eq!(a.ignore.actions, vec!["pull"]);
+        assert_eq!(a.maxpending, 0, "unset: berth's default");
+        let b = &n.endpoints[1];
+        assert!(
+            !b.disabled,
+            "an item of the file's list is overridden in place"
+        );
+        assert_eq!(b.url.as_deref(), Some("http://audit:8080/"));
+        assert_eq!(
+            n.endpoints[2].name.as_deref(),
+            Some("third"),
+            "one past the end adds"
+        );
+
+        // The whole list as one variable, as YAML; and a list from variables alone.
+        let l = load(
+            None,
+            &[(
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS".into(),
+                "[{name: x, url: 'http://x/', maxpending: 5}]".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(l.config.notifications.endpoints[0].maxpending, 5);
+        let l = load(
+            None,
+            &[(
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL".into(),
+                "http://y/".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            l.config.notifications.endpoints[0].url.as_deref(),
+            Some("http://y/")
+        );
+        let e = load(
+            None,
+            &[(
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS_3_URL".into(),
+                "http://y/".into(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REGISTRY_NOTIFICATIONS_ENDPOINTS_3_URL"), "{e}");
+        assert!(e.contains("past the end"), "{e}");
+
+        // No url, or two enabled endpoints of one name (the queue's key): refused.
+        let e = load_str("notifications:\n  endpoints:\n    - name: a\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("url is required"), "{e}");
+        let twice = "notifications:\n  endpoints:\n    - {name: a, url: 'http://a/'}\n    - {name: a, url: 'http://b/'}\n";
+        assert!(load_str(twice, &[]).is_err());
+        let one_off = "notifications:\n  endpoints:\n    - {name: a, url: 'http://a/'}\n    - {name: a, disabled: true}\n";
+        assert!(load_str(one_off, &[]).is_ok());
+        // Unknown keys inside an endpoint are reported, as anywhere else.
+        let l = load_str(
+            "notifications:\n  endpoints:\n    - {name: a, url: 'http://a/', treshold: 3}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w.contains("treshold")),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_go_duration("168h"),
@@ -1016,5 +1421,89 @@ mod tests {
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("5x").is_err());
         assert!(parse_go_duration("18000000000000000000s18000000000000000000s").is_err());
+    }
+
+    #[test]
+    fn observability_keys_load_with_env_overrides() {
+        // Distribution's defaults: access log on, no debug server, metrics off at /metrics.
+        let l = load_str("version: 0.1\n", &[]).unwrap();
+        assert!(!l.config.log.accesslog.disabled);
+        assert_eq!(l.config.http.debug.addr, None);
+        assert!(!l.config.http.debug.prometheus.enabled);
+        assert_eq!(l.config.http.debug.prometheus.path(), "/metrics");
+        assert!(l.config.log.fields.is_none());
+
+        let yaml = "log:\n  accesslog:\n    disabled: true\n  fields:\n    service: registry\n    replica: 3\nhttp:\n  debug:\n    addr: :5001\n    prometheus:\n      enabled: true\n      path: /prom\n";
+        let l = load_str(yaml, &[]).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert!(l.config.log.accesslog.disabled);
+        let fields = l.config.log.fields.as_ref().unwrap();
+        assert_eq!(fields["service"], yaml_serde::Value::from("registry"));
+        assert_eq!(fields["replica"], yaml_serde::Value::from(3));
+        assert_eq!(l.config.http.debug.addr.as_deref(), Some(":5001"));
+        assert!(l.config.http.debug.prometheus.enabled);
+        assert_eq!(l.config.http.debug.prometheus.path(), "/prom");
+
+        // Every key from the environment, over the file and without one.
+        let env = [
+            ("REGISTRY_LOG_ACCESSLOG_DISABLED", "false"),
+            ("REGISTRY_HTTP_DEBUG_ADDR", "127.0.0.1:5002"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "false"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/m"),
+            ("REGISTRY_LOG_FIELDS_SERVICE", "other"),
+        ];
+        let l = load_str(yaml, &env).unwrap();
+        assert!(!l.config.log.accesslog.disabled);
+        assert_eq!(l.config.http.debug.addr.as_deref(), Some("127.0.0.1:5002"));
+        assert!(!l.config.http.debug.prometheus.enabled);
+        assert_eq!(l.config.http.debug.prometheus.path(), "/m");
+        let fields = l.config.log.fields.as_ref().unwrap();
+        assert_eq!(fields["service"], yaml_serde::Value::from("other"));
+        assert_eq!(
+            fields["replica"],
+            yaml_serde::Value::from(3),
+            "kept from the file"
+        );
+        let env: Vec<(String, String)> = [
+            ("REGISTRY_LOG_ACCESSLOG_DISABLED", "yes"),
+            ("REGISTRY_HTTP_DEBUG_ADDR", ":5003"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let l = load(None, &env).unwrap();
+        assert!(l.config.log.accesslog.disabled);
+        assert_eq!(l.config.http.debug.addr.as_deref(), Some(":5003"));
+        assert!(l.config.http.debug.prometheus.enabled);
+        assert_eq!(l.config.http.debug.prometheus.path(), "/metrics");
+
+        // Mistakes name their key.
+        let e = load_str("log:\n  accesslog:\n    disabled: maybe\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.accesslog.disabled"), "{e}");
+        let e = load_str(
+            "version: 0.1\n",
+            &[("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "sure")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED"), "{e}");
+        let e = load_str(
+            "http:\n  debug:\n    prometheus:\n      enabled: true\n      path: metrics\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http.debug.prometheus.path"), "{e}");
+        let l = load_str("log:\n  accesslog:\n    disabld: true\n", &[]).unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("log.accesslog.disabld")),
+            "{:?}",
+            l.warnings
+        );
     }
 }

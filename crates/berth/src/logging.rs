@@ -10,14 +10,26 @@
 //! field, the message included, through [`Escaped`], and quotes a value with spaces, `=` or
 //! quotes in it, logfmt-style.
 //! Doing it in the formatter rather than at each call site means no call site can forget.
+//!
+//! Two things are added to every line, by both formatters: `log.fields` (Distribution's fixed
+//! fields, `service: registry` and the like), and the fields of the spans the line was
+//! written in, which is how a request's lines carry its `http.request.id` (berth-server's
+//! `observe.rs` opens that span). The text format shows spans as tracing-subscriber does
+//! (`request{http.request.id=…}: …`) and appends `log.fields` at the end of the line; the
+//! JSON format puts span fields and `log.fields` at the top level of the object, beside the
+//! event's own, which win on a clash.
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
 use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config;
 
@@ -35,30 +47,49 @@ pub fn init(log: &config::Log) -> Result<(), String> {
             ));
         }
     };
-    // RUST_LOG refines per module when set; log.level is the default.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // rustls logs every handshake at debug, the AWS SDK every step of every S3 request:
-        // keep them at info unless RUST_LOG says.
-        let filter = if matches!(level, "debug" | "trace") {
-            format!(
-                "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
-                 aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
-            )
-        } else {
-            level.to_owned()
-        };
-        tracing_subscriber::EnvFilter::new(filter)
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    // rustls logs every handshake at debug, the AWS SDK every step of every S3 request: keep
+    // them at info unless RUST_LOG says.
+    let directives = if matches!(level, "debug" | "trace") {
+        format!(
+            "{level},rustls=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+             aws_sdk_s3=info,aws_config=info,aws_smithy_http_client=info,hyper_util=info"
+        )
+    } else {
+        level.to_owned()
+    };
+    // RUST_LOG refines per module when set, through an EnvFilter. Without it, a `Targets`
+    // filter of the same directives: it judges by level and target alone, where an EnvFilter
+    // also takes a shared lock at every span enter and exit (each request's span, several
+    // times per request) in case a directive names spans.
+    let (env, targets) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(env) => (Some(env), None),
+        Err(_) => {
+            let targets: tracing_subscriber::filter::Targets = directives
+                .parse()
+                .map_err(|e| format!("log filter {directives:?}: {e}"))?;
+            (None, Some(targets))
+        }
+    };
+    let registry = tracing_subscriber::registry().with(env).with(targets);
+    let ansi = std::io::stderr().is_terminal();
+    let fields = log.fields.clone().unwrap_or_default();
     match log.formatter.as_deref().unwrap_or("text") {
-        "text" => builder.fmt_fields(EscapedFields).init(),
-        "json" | "logstash" => builder
-            .json()
-            .flatten_event(true)
-            .with_writer(|| JsonEscaping(std::io::stderr()))
+        "text" => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi)
+                    .fmt_fields(EscapedFields)
+                    .event_format(TextLine::new(ansi, &fields)),
+            )
+            .init(),
+        "json" | "logstash" => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(JsonLine::new(&fields))
+                    .with_writer(|| JsonEscaping(std::io::stderr())),
+            )
             .init(),
         other => {
             return Err(format!(
@@ -67,6 +98,155 @@ pub fn init(log: &config::Log) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A scalar of `log.fields` as text (`service: registry` → `registry`); other values as
+/// YAML writes them on one line.
+fn yaml_text(value: &yaml_serde::Value) -> String {
+    match value {
+        yaml_serde::Value::Null => String::new(),
+        yaml_serde::Value::Bool(b) => b.to_string(),
+        yaml_serde::Value::Number(n) => n.to_string(),
+        yaml_serde::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// The text line: tracing-subscriber's full format (spans and their fields included), then
+/// `log.fields`, escaped and quoted like every other field.
+struct TextLine {
+    inner: Format,
+    /// ` key=value` for each of `log.fields`, rendered once.
+    fields: String,
+}
+
+impl TextLine {
+    fn new(ansi: bool, fields: &std::collections::BTreeMap<String, yaml_serde::Value>) -> Self {
+        let mut rendered = String::new();
+        for (name, value) in fields {
+            let value = yaml_text(value);
+            let name = name.replace(|c: char| c.is_whitespace() || c == '=', "_");
+            if needs_quotes(&value) {
+                let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = write!(rendered, " {}=\"{}\"", Escaped(&name), Escaped(&quoted));
+            } else {
+                let _ = write!(rendered, " {}={}", Escaped(&name), Escaped(&value));
+            }
+        }
+        // The format's own ANSI switch: the line is formatted into a buffer first, whose
+        // writer would otherwise say no terminal.
+        let inner = tracing_subscriber::fmt::format().with_ansi(ansi);
+        TextLine {
+            inner,
+            fields: rendered,
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if self.fields.is_empty() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let end = line.trim_end_matches('\n').len();
+        line.truncate(end);
+        line.push_str(&self.fields);
+        line.push('\n');
+        writer.write_str(&line)
+    }
+}
+
+/// The JSON line: tracing-subscriber's, with the event's fields at the top level, then the
+/// fields of the spans it was written in and `log.fields`, each only where the line has no
+/// key of that name yet.
+struct JsonLine {
+    inner: Format<Json>,
+    /// `log.fields` as JSON values.
+    fields: Vec<(String, serde_json::Value)>,
+}
+
+impl JsonLine {
+    fn new(fields: &std::collections::BTreeMap<String, yaml_serde::Value>) -> Self {
+        let fields = fields
+            .iter()
+            .map(|(k, v)| {
+                let v = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+                (k.clone(), v)
+            })
+            .collect();
+        let inner = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false);
+        JsonLine { inner, fields }
+    }
+}
+
+impl<S> FormatEvent<S, JsonFields> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end();
+        let Ok(serde_json::Value::Object(mut present)) = serde_json::from_str(body) else {
+            return writer.write_str(&line);
+        };
+        let Some(open) = body.strip_suffix('}') else {
+            return writer.write_str(&line);
+        };
+        let mut out = String::with_capacity(line.len() + 128);
+        out.push_str(open);
+        let mut add = |out: &mut String, key: &str, value: &serde_json::Value| {
+            if present.contains_key(key) {
+                return;
+            }
+            present.insert(key.to_owned(), serde_json::Value::Null);
+            if let (Ok(k), Ok(v)) = (serde_json::to_string(key), serde_json::to_string(value)) {
+                let _ = write!(out, ",{k}:{v}");
+            }
+        };
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() else {
+                    continue;
+                };
+                if let Ok(serde_json::Value::Object(fields)) =
+                    serde_json::from_str::<serde_json::Value>(&fields.fields)
+                {
+                    for (key, value) in &fields {
+                        add(&mut out, key, value);
+                    }
+                }
+            }
+        }
+        for (key, value) in &self.fields {
+            add(&mut out, key, value);
+        }
+        out.push_str("}\n");
+        writer.write_str(&out)
+    }
 }
 
 /// tracing-subscriber's text field format (`message key=value ...`, values as their `Debug`
@@ -299,5 +479,115 @@ mod tests {
             text.contains("fields user=\"a peer=10.0.0.1\" other=\"\\\"b\\\" c\" path=\"/x y\"\n"),
             "{text:?}"
         );
+    }
+
+    /// A writer tests can read back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+    }
+
+    /// What `observe.rs` writes: an event inside a request span, and one outside any span.
+    fn request_lines() {
+        let span = tracing::error_span!("request", http.request.id = %"6f1c-id");
+        {
+            let _entered = span.enter();
+            tracing::info!(status = 404, service = "mine", "request");
+        }
+        tracing::warn!("outside");
+    }
+
+    fn log_fields() -> std::collections::BTreeMap<String, yaml_serde::Value> {
+        [
+            ("service", yaml_serde::Value::from("registry")),
+            ("env", yaml_serde::Value::from("stag ing")),
+            ("replica", yaml_serde::Value::from(3)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    #[test]
+    fn text_lines_carry_the_request_id_and_log_fields() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(EscapedFields)
+            .event_format(TextLine::new(false, &log_fields()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, request_lines);
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        assert!(
+            lines[0].contains("request{http.request.id=6f1c-id}: "),
+            "{text:?}"
+        );
+        assert!(
+            lines[0].ends_with(
+                "request status=404 service=\"mine\" env=\"stag ing\" replica=3 service=registry"
+            ),
+            "{text:?}"
+        );
+        assert!(
+            lines[1].ends_with("outside env=\"stag ing\" replica=3 service=registry"),
+            "{text:?}"
+        );
+        assert!(!lines[1].contains("http.request.id"), "{text:?}");
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_id_and_log_fields_at_the_top_level() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || JsonEscaping(writer.clone()))
+            .event_format(JsonLine::new(&log_fields()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, request_lines);
+        let text = out.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let request = &lines[0];
+        assert_eq!(request["http.request.id"], "6f1c-id", "{text}");
+        assert_eq!(request["message"], "request");
+        assert_eq!(request["status"], 404);
+        assert_eq!(
+            request["service"], "mine",
+            "the event's own field wins: {text}"
+        );
+        assert_eq!(request["env"], "stag ing");
+        assert_eq!(request["replica"], 3);
+        assert_eq!(request["level"], "INFO");
+        assert!(request.get("span").is_none() && request.get("spans").is_none());
+        let outside = &lines[1];
+        assert_eq!(outside["message"], "outside");
+        assert_eq!(outside["service"], "registry");
+        assert!(outside.get("http.request.id").is_none(), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 //! that reads the environment.
 
 mod config;
+mod healthcheck;
 mod logging;
 
 /// jemalloc rather than glibc's malloc. Request bodies arrive as chunks of about 128 KiB
@@ -32,7 +33,9 @@ use http::{HeaderName, HeaderValue};
 #[command(
     name = "berth",
     version,
-    about = "A container registry compatible with CNCF Distribution"
+    about = "A container registry compatible with CNCF Distribution",
+    after_help = "`berth FILE` (a config file) is `berth serve FILE`, as the registry:2 image's \
+                  entrypoint runs `registry serve FILE`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,11 +76,28 @@ enum Command {
         /// Distribution-format config.yml.
         config: Option<PathBuf>,
     },
+    /// Exit 0 if the berth serving this config answers GET /readyz with 200 on this host
+    /// (http.addr's port; /v2/ if /readyz is 404), else 1: the container image's HEALTHCHECK.
+    Healthcheck {
+        /// Ask this URL instead (http:// or https://); a 2xx or 401 answer is ready.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long (Go duration).
+        #[arg(long, default_value = "5s", value_parser = config::parse_go_duration)]
+        timeout: std::time::Duration,
+        /// Distribution-format config.yml; defaults to $REGISTRY_CONFIGURATION_PATH if set.
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(entrypoint_args(std::env::args_os().collect()));
     match cli.command {
+        Command::Healthcheck {
+            url,
+            timeout,
+            config,
+        } => healthcheck::run(config, url, timeout),
         Command::Serve { config } => serve(config),
         Command::GarbageCollect {
             dry_run,
@@ -142,6 +162,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// registry:2's entrypoint script: a first argument that is a file (and no subcommand) is the
+/// config to serve, so `docker run IMAGE /etc/docker/registry/config.yml` works on an image
+/// without a shell.
+fn entrypoint_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    if let Some(first) = args.get(1)
+        && std::path::Path::new(first).is_file()
+        && Cli::command().find_subcommand(first).is_none()
+    {
+        args.insert(1, "serve".into());
+    }
+    args
+}
+
 /// Upload sessions older than this are purged by garbage collection too (if purging is on).
 fn upload_age(config: &config::Config) -> Option<std::time::Duration> {
     let purging = &config.storage.maintenance.uploadpurging;
@@ -176,8 +210,16 @@ fn load_config(config_path: Option<PathBuf>) -> Result<config::Config, ExitCode>
 }
 
 /// The registry the configuration describes.
-async fn build_registry(config: &config::Config) -> Result<(Registry, String), String> {
+/// With `metrics`, every storage call is timed into them.
+async fn build_registry(
+    config: &config::Config,
+    metrics: Option<&berth_metrics::Metrics>,
+) -> Result<(Registry, String), String> {
     let (driver, storage) = build_driver(config).await?;
+    let driver = match metrics {
+        Some(m) => m.time_storage(driver),
+        None => driver,
+    };
     let options = Options {
         delete_enabled: config.storage.delete.enabled,
         read_only: config.storage.maintenance.readonly.enabled,
@@ -203,7 +245,7 @@ where
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let (registry, _) = build_registry(&config).await?;
+        let (registry, _) = build_registry(&config, None).await?;
         command(registry, config).await
     });
     match result {
@@ -250,11 +292,20 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `health`: built before the runtime, so an unusable check is a configuration error (2).
+    let checks = match health_checks(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(run(config, auth, tls)) {
+    match runtime.block_on(run(config, auth, tls, checks)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -268,8 +319,34 @@ async fn run(
     config: config::Config,
     auth: Option<Arc<berth_server::Auth>>,
     tls: Option<berth_server::tls::TlsAcceptor>,
+    checks: Vec<berth_server::health::Check>,
 ) -> Result<(), String> {
-    let (registry, storage) = build_registry(&config).await?;
+    let metrics = build_metrics(&config);
+    let (registry, storage) = build_registry(&config, metrics.as_deref()).await?;
+    if let Some(m) = &metrics {
+        m.watch(&registry);
+    }
+    let health = berth_server::health::Health::start(registry.clone(), checks);
+    let notifier = match notification_settings(&config) {
+        Some(settings) => Some(berth_notify::Notifier::start(registry.storage(), settings).await?),
+        None => None,
+    };
+    // `berth_notifications_*{endpoint}`: the notifier's own counters, read at each scrape.
+    if let (Some(m), Some(n)) = (&metrics, &notifier) {
+        let stats = n.stats();
+        m.notifications().watch(move || {
+            stats
+                .iter()
+                .map(|s| berth_metrics::NotificationCounts {
+                    endpoint: s.name().to_owned(),
+                    pending: s.pending(),
+                    delivered: s.delivered(),
+                    failed: s.failed(),
+                    dropped: s.dropped(),
+                })
+                .collect()
+        });
+    }
 
     let mut headers = Vec::new();
     for (name, values) in &config.http.headers {
@@ -292,6 +369,10 @@ async fn run(
             .max(std::time::Duration::from_secs(1)),
         auth,
         trusted_proxies: trusted_proxies(&config.http.trustedproxies)?,
+        health: Some(health.clone()),
+        notifier: notifier.clone(),
+        access_log: !config.log.accesslog.disabled,
+        metrics: metrics.clone(),
     };
 
     let maintenance = &config.storage.maintenance;
@@ -332,6 +413,9 @@ async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "berth listening"
     );
+    // The debug server (`http.debug.addr`), bound after "berth listening" is logged: the test
+    // kit takes the first port it sees.
+    serve_debug(&config, health.debug_router(), metrics).await?;
     berth_server::serve_with(
         listener,
         berth_server::app(registry, http),
@@ -343,6 +427,186 @@ async fn run(
         },
     )
     .await;
+    // After the last request: their events are stored; the cursors and leases are written
+    // so that whatever is undelivered is resumed at once by the next start or a replica.
+    if let Some(notifier) = notifier {
+        notifier.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The `notifications` section for `berth-notify`; `None` when no endpoint is enabled, so
+/// that requests do nothing for notifications at all.
+fn notification_settings(config: &config::Config) -> Option<berth_notify::Settings> {
+    let n = &config.notifications;
+    let mut endpoints = Vec::new();
+    for e in &n.endpoints {
+        let name = e.name.clone().unwrap_or_default();
+        if e.disabled {
+            tracing::info!(endpoint = name, "notification endpoint disabled, skipping");
+            continue;
+        }
+        for action in &e.ignore.actions {
+            if !matches!(action.as_str(), "pull" | "push" | "mount" | "delete") {
+                tracing::warn!(
+                    endpoint = name,
+                    action,
+                    "ignore.actions names an action berth never sends (pull, push, mount, delete)"
+                );
+            }
+        }
+        endpoints.push(berth_notify::EndpointSettings {
+            name,
+            url: e.url.clone().unwrap_or_default(),
+            headers: e
+                .headers
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+                .collect(),
+            timeout: e.timeout,
+            threshold: u32::try_from(e.threshold.max(0)).unwrap_or(u32::MAX),
+            backoff: e.backoff,
+            ignored_media_types: e
+                .ignoredmediatypes
+                .iter()
+                .chain(&e.ignore.mediatypes)
+                .cloned()
+                .collect(),
+            ignored_actions: e.ignore.actions.clone(),
+            max_pending: e.maxpending,
+        });
+    }
+    if endpoints.is_empty() {
+        return None;
+    }
+    // Distribution's `source.addr`: the host's name and the port of `http.addr`.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()));
+    let listen = config.listen_addr();
+    let source_addr = match (hostname, listen.rsplit_once(':')) {
+        (Some(host), Some((_, port))) => format!("{host}:{port}"),
+        (Some(host), None) => host,
+        (None, _) => listen,
+    };
+    Some(berth_notify::Settings {
+        include_references: n.events.includereferences,
+        endpoints,
+        lease: if n.leaseduration.is_zero() {
+            berth_notify::DEFAULT_LEASE
+        } else {
+            n.leaseduration
+        },
+        source_addr,
+    })
+}
+
+/// The checks the `health` section asks for, as Distribution registers them: the storage
+/// check named after the configured driver, Go's zero values meaning defaults, and two checks
+/// of one name refused (Distribution panics on them).
+fn health_checks(config: &config::Config) -> Result<Vec<berth_server::health::Check>, String> {
+    use berth_server::health::Check;
+    let h = &config.health;
+    let threshold = |t: i64| u32::try_from(t.max(0)).unwrap_or(u32::MAX);
+    let timeout = |d: std::time::Duration| Some(d).filter(|d| !d.is_zero());
+    let mut checks = Vec::new();
+    if h.storagedriver.enabled {
+        let driver = if config.storage.s3.is_some() {
+            "s3"
+        } else {
+            "filesystem"
+        };
+        let (interval, limit) = (h.storagedriver.interval, h.storagedriver.threshold);
+        checks.push(Check::storage(driver, interval, threshold(limit)));
+    }
+    for f in &h.file {
+        checks.push(Check::file(f.file.as_deref().unwrap_or(""), f.interval)?);
+    }
+    for c in &h.http {
+        let uri = c.uri.as_deref().unwrap_or("");
+        let mut headers = Vec::new();
+        for (name, values) in &c.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|e| format!("health.http {uri}: invalid header name {name:?}: {e}"))?;
+            for value in values {
+                // The value is not repeated: it may be a credential.
+                let value = HeaderValue::try_from(value.as_str())
+                    .map_err(|e| format!("health.http {uri}: invalid value of {name}: {e}"))?;
+                headers.push((name.clone(), value));
+            }
+        }
+        let (status, limit) = (c.statuscode, threshold(c.threshold));
+        let check = Check::http(uri, headers, status, timeout(c.timeout), c.interval, limit)?;
+        checks.push(check);
+    }
+    for c in &h.tcp {
+        let addr = c.addr.as_deref().unwrap_or("");
+        let check = Check::tcp(addr, timeout(c.timeout), c.interval, threshold(c.threshold))?;
+        checks.push(check);
+    }
+    let mut names = std::collections::HashSet::new();
+    for c in &checks {
+        if !names.insert(c.name.as_str()) {
+            return Err(format!("health: two checks are named {:?}", c.name));
+        }
+    }
+    Ok(checks)
+}
+
+/// The metrics `http.debug.prometheus` asks for; `None` when off (nothing is then recorded
+/// anywhere). They are served only by the debug server, so without `http.debug.addr` they
+/// stay off, as in Distribution, where they would have nowhere to be scraped.
+fn build_metrics(config: &config::Config) -> Option<Arc<berth_metrics::Metrics>> {
+    let debug = &config.http.debug;
+    if !debug.prometheus.enabled {
+        return None;
+    }
+    if debug.addr.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!(
+            "http.debug.prometheus.enabled is set without http.debug.addr: metrics are off"
+        );
+        return None;
+    }
+    Some(Arc::new(berth_metrics::Metrics::new(env!(
+        "CARGO_PKG_VERSION"
+    ))))
+}
+
+/// Starts Distribution's debug server on `http.debug.addr`, when set: plain HTTP, for
+/// operators only, serving `/debug/health` (`health`) and, with `metrics`, Prometheus
+/// metrics at `http.debug.prometheus.path`. Runs until the process exits.
+async fn serve_debug(
+    config: &config::Config,
+    health: axum::Router,
+    metrics: Option<Arc<berth_metrics::Metrics>>,
+) -> Result<(), String> {
+    let debug = &config.http.debug;
+    let Some(addr) = debug.addr.as_deref().filter(|a| !a.is_empty()) else {
+        return Ok(());
+    };
+    let addr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_owned(),
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on http.debug.addr {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let prometheus = metrics.as_ref().map(|_| debug.prometheus.path());
+    let mut router = health;
+    if let Some(m) = metrics {
+        let path = debug.prometheus.path().to_owned();
+        router = router.merge(berth_server::metrics_router(m, path));
+    }
+    tracing::info!(addr = %bound, prometheus, "berth debug server listening");
+    tokio::spawn(berth_server::serve(
+        listener,
+        router,
+        std::future::pending(),
+        std::time::Duration::ZERO,
+    ));
     Ok(())
 }
 

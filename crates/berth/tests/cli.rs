@@ -146,8 +146,12 @@ fn serves_with_file_env_overrides_headers_and_json_logs() {
         "no warning for an unknown key: {all}"
     );
     assert!(
-        all.contains("health"),
-        "no warning for an unknown key: {all}"
+        !all.contains("unknown configuration key \"health"),
+        "health is a known section: {all}"
+    );
+    assert!(
+        all.contains("storagedriver_filesystem"),
+        "the storage health check was not configured: {all}"
     );
     assert!(
         all.contains("\"delete\":true"),
