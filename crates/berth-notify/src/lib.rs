@@ -72,6 +72,17 @@ mod store;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+/// An endpoint URL as it may be logged: scheme, host, port and path only. Webhook URLs often
+/// carry their secret in the user-info part (`https://user:pass@host/`) or the query
+/// (`?token=`), and no secret is ever logged.
+fn loggable(url: &Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let host = url.host().unwrap_or("");
+    let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let query = if url.query().is_some() { "?…" } else { "" };
+    format!("{scheme}://{host}{port}{}{query}", url.path())
+}
+
 #[cfg(test)]
 use std::time::Instant;
 use std::time::{Duration, SystemTime};
@@ -315,7 +326,7 @@ impl Notifier {
             let headers: Vec<&str> = e.headers.keys().map(HeaderName::as_str).collect();
             tracing::info!(
                 endpoint = e.name,
-                url = %e.url,
+                url = %loggable(&e.url),
                 timeout = ?e.timeout,
                 threshold = e.threshold,
                 backoff = ?e.backoff,
@@ -997,7 +1008,7 @@ async fn worker(inner: Arc<Inner>, e: usize) {
                 if failures == 1 {
                     tracing::warn!(
                         endpoint = endpoint.name,
-                        url = %endpoint.url,
+                        url = %loggable(&endpoint.url),
                         error = why,
                         "notification delivery failed; retrying"
                     );
@@ -1187,5 +1198,15 @@ mod tests {
             .await
             .unwrap();
         assert!(seqs.is_empty());
+    }
+
+    #[test]
+    fn logged_urls_carry_no_secret() {
+        let url: Uri = "https://user:s3cret@hooks.example:8443/in/abc?token=t0k"
+            .parse()
+            .unwrap();
+        let shown = loggable(&url);
+        assert_eq!(shown, "https://hooks.example:8443/in/abc?…");
+        assert!(!shown.contains("s3cret") && !shown.contains("t0k"));
     }
 }

@@ -23,7 +23,7 @@
 //!   invisible characters as `\xNN` or `\uNNNN`), so no client can forge a line.
 //! - **Metrics** (`http.debug.prometheus.enabled`): `berth_metrics::HttpMetrics`, keyed by
 //!   Distribution's route name for the path (`handler`), never the path itself. The probes
-//!   (`/healthz`, `/readyz`) are not API requests and are not counted.
+//!   (`/healthz`, `/readyz`) are not API requests: neither counted nor access-logged.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -97,8 +97,10 @@ pub(crate) async fn observe(
 ) -> Response {
     let id = uuid::Uuid::new_v4();
     let span = tracing::error_span!("request", http.request.id = %id);
-    let access = state
-        .access_log
+    // Probes come every few seconds from every load balancer and kubelet: an access line
+    // each would bury the requests that matter.
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let access = (state.access_log && !probe)
         .then(|| AccessLine::begin(&request, &state.trusted_proxies, &id));
     let metrics = state.metrics.as_deref().and_then(|m| {
         let handler = handler_of(request.uri().path())?;
