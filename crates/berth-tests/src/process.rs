@@ -223,7 +223,7 @@ impl Setup {
 
 /// The address in berth's "berth listening" line (text or JSON formatter), or in
 /// Distribution's "listening on <addr>".
-fn listening_addr(log: &str) -> Option<SocketAddr> {
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let rest = if line.contains("berth listening") {
             line.split_once("addr=")

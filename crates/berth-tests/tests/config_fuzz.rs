@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::process::{berth_bin, listening_port, workspace_root};
+use berth_tests::process::{berth_bin, listening_addr, listening_port, workspace_root};
 use berth_tests::raw::get_blocking;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -346,6 +346,9 @@ fn run(dir: &Path, bin: &Path, config: &[u8], env: &[(String, String)]) -> Resul
             };
         }
         if let Some(port) = listening_port(child.id()) {
+            // The main listener's port, from its log line where the level shows it: with
+            // `http.debug.addr` berth listens twice.
+            let port = listening_addr(&output()).map_or(port, |a| a.port());
             let status = get_blocking(SocketAddr::from(([127, 0, 0, 1], port)), "/v2/");
             kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
