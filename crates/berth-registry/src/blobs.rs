@@ -22,7 +22,7 @@ pub struct BlobRead {
 
 impl Registry {
     /// True when `repo` links `digest` as a layer or manifest.
-    async fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    pub(crate) async fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         if read_link(self.driver(), &layout::layer_link(repo, digest))
             .await?
             .is_some_and(|d| &d == digest)

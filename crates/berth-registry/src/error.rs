@@ -87,6 +87,10 @@ pub enum Error {
         /// The blob whose bytes no longer match.
         digest: Digest,
     },
+    /// A pull-through cache's upstream failed (unreachable, too slow, refused, or sent bytes
+    /// that do not match their digest) and the content is not cached.
+    #[error("{0}")]
+    Upstream(String),
     /// The storage backend failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -114,6 +118,7 @@ impl Error {
             Error::PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Corrupt { .. } => ErrorCode::Unknown,
+            Error::Upstream(_) => ErrorCode::Unavailable,
             Error::Storage(e) if e.is_out_of_space() => ErrorCode::Unavailable,
             Error::Storage(_) => ErrorCode::Unknown,
         }

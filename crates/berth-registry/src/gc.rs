@@ -890,7 +890,7 @@ impl Registry {
 
     /// Removes one unmarked blob, quarantine first. `Some(true)`: deleted; `Some(false)`: a
     /// pin appeared and it was put back; `None`: it was already gone.
-    async fn sweep_blob(
+    pub(crate) async fn sweep_blob(
         &self,
         run: &uuid::Uuid,
         digest: &Digest,

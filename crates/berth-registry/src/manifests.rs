@@ -77,6 +77,21 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest> {
+        self.store_manifest(repo, reference, content_type, body, true)
+            .await
+    }
+
+    /// Stores a manifest; `check_references` false skips the check that every blob and child
+    /// it references is linked (a pull-through cache stores a manifest before its layers,
+    /// which are fetched when asked for).
+    pub(crate) async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        check_references: bool,
+    ) -> Result<PutManifest> {
         self.check_writable()?;
         let max = self.options().max_manifest_size;
         if body.len() > max {
@@ -126,9 +141,13 @@ impl Registry {
                     async move { Ok((digest, self.revision_exists(repo, digest).await?)) }.boxed()
                 })
                 .collect();
-            let missing = match first_missing(blobs).await? {
-                Some(digest) => Some(digest),
-                None => first_missing(children).await?,
+            let missing = if !check_references {
+                None
+            } else {
+                match first_missing(blobs).await? {
+                    Some(digest) => Some(digest),
+                    None => first_missing(children).await?,
+                }
             };
             // The spec: a manifest refused for a missing reference, blob or manifest, "MUST
             // result in one or more MANIFEST_BLOB_UNKNOWN errors" (Distribution agrees).

@@ -281,7 +281,7 @@ impl Registry {
     }
 
     /// Links a verified blob into a repository (which may create the repository).
-    async fn link_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    pub(crate) async fn link_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let linked = write_link(self.driver(), &layout::layer_link(repo, digest), digest).await;
         self.inner.caches.forget_catalog();
         linked

@@ -6,7 +6,7 @@ use berth_notify::{Action, BLOB_MEDIA_TYPE, Target};
 use berth_oci::{Digest, RepoName};
 use http::{Method, StatusCode, header};
 
-use crate::{ApiError, Ctx, digest, empty, error, set};
+use crate::{ApiError, Ctx, cache_status, digest, empty, error, set};
 
 pub(crate) async fn handle(
     ctx: &Ctx<'_>,
@@ -18,11 +18,36 @@ pub(crate) async fn handle(
     let registry = ctx.registry();
     match method {
         Method::HEAD => {
-            let size = registry.stat_blob(repo, &digest).await?;
+            let (size, cache) = match ctx.proxied(repo)? {
+                Some((proxy, route)) => {
+                    let (size, status) = proxy.blob_size(&route, repo, &digest).await?;
+                    (size, Some(status))
+                }
+                None => (registry.stat_blob(repo, &digest).await?, None),
+            };
             pulled(ctx, repo, &digest, size).await;
             let mut r = empty(StatusCode::OK);
             set(&mut r, header::CONTENT_LENGTH, size.to_string());
             blob_headers(&mut r, &digest.to_string());
+            if let Some(status) = cache {
+                cache_status(&mut r, status);
+            }
+            Ok(r)
+        }
+        Method::GET if ctx.proxied(repo)?.is_some() => {
+            let Some((proxy, route)) = ctx.proxied(repo)? else {
+                return Err(error::unsupported_method());
+            };
+            // A malformed Range header is ignored, as RFC 9110 §14.2 says.
+            let range = ctx
+                .header(header::RANGE)
+                .and_then(|h| berth_oci::RangeRequest::parse(h).ok().flatten());
+            // Served through berth, not redirected: a cached blob's link was just checked,
+            // and one still arriving exists only here.
+            let (blob, status) = proxy.blob(&route, repo, &digest, range).await?;
+            pulled(ctx, repo, &digest, blob.size).await;
+            let mut r = blob_response(blob);
+            cache_status(&mut r, status);
             Ok(r)
         }
         Method::GET => {
@@ -43,21 +68,7 @@ pub(crate) async fn handle(
                 .and_then(|h| berth_oci::RangeRequest::parse(h).ok().flatten());
             let blob = registry.read_blob(repo, &digest, range).await?;
             pulled(ctx, repo, &digest, blob.size).await;
-            let mut r = Response::new(Body::from_stream(blob.body));
-            match blob.range {
-                Some(range) => {
-                    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-                    set(&mut r, header::CONTENT_LENGTH, range.len().to_string());
-                    set(
-                        &mut r,
-                        header::CONTENT_RANGE,
-                        format!("bytes {}-{}/{}", range.start, range.end, blob.size),
-                    );
-                }
-                None => set(&mut r, header::CONTENT_LENGTH, blob.size.to_string()),
-            }
-            blob_headers(&mut r, &digest.to_string());
-            Ok(r)
+            Ok(blob_response(blob))
         }
         Method::DELETE => {
             registry.delete_blob(repo, &digest).await?;
@@ -73,6 +84,26 @@ pub(crate) async fn handle(
         }
         _ => Err(error::unsupported_method()),
     }
+}
+
+/// The answer to a GET: the bytes, with the headers of the whole blob or of the range.
+fn blob_response(blob: berth_registry::BlobRead) -> Response {
+    let digest = blob.digest.to_string();
+    let mut r = Response::new(Body::from_stream(blob.body));
+    match blob.range {
+        Some(range) => {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            set(&mut r, header::CONTENT_LENGTH, range.len().to_string());
+            set(
+                &mut r,
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", range.start, range.end, blob.size),
+            );
+        }
+        None => set(&mut r, header::CONTENT_LENGTH, blob.size.to_string()),
+    }
+    blob_headers(&mut r, &digest);
+    r
 }
 
 /// A blob read (GET, a redirect, or HEAD: Distribution's blob HEAD serves through the same

@@ -73,6 +73,19 @@ impl Endpoint<'_> {
         }
     }
 
+    /// The repository the endpoint names, if any.
+    pub fn repository(&self) -> Option<&str> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags { name }
+            | Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::UploadStart { name }
+            | Endpoint::Upload { name, .. }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+
     /// The canonical path of this endpoint, without query; the same text as its `Display`.
     ///
     /// For every endpoint [`parse`] returns, `parse(&e.path()) == Some(e)`, and a path that

@@ -65,6 +65,8 @@ pub struct HttpOptions {
     /// `notifications`: where successful requests' events go (`None`: nowhere, and no
     /// request does anything for them).
     pub notifier: Option<berth_notify::Notifier>,
+    /// `proxy`: the pull-through cache, for the repositories its upstreams serve.
+    pub proxy: Option<Arc<berth_proxy::Proxy>>,
 }
 
 impl Default for HttpOptions {
@@ -81,6 +83,7 @@ impl Default for HttpOptions {
             access_log: false,
             metrics: None,
             notifier: None,
+            proxy: None,
         }
     }
 }
@@ -284,6 +287,16 @@ async fn handle(
     };
     // Every handler's body is drained if the handler refuses it unread (see `body.rs`).
     let body = body::drain_on_drop(request.into_body());
+    // A repository that mirrors an upstream is read-only here, as Distribution's proxy is.
+    if let Some(name) = endpoint.repository()
+        && !matches!(method, Method::GET | Method::HEAD)
+        && ctx.proxied(&repo(name)?)?.is_some()
+    {
+        return Err(Error::Unsupported(
+            "this repository mirrors an upstream registry (proxy): push to the upstream instead",
+        )
+        .into());
+    }
     match (endpoint, method) {
         (E::Base, Method::GET | Method::HEAD) => Ok(base()),
         (E::Catalog, Method::GET) => listing::catalog(&ctx).await,
@@ -346,6 +359,21 @@ impl Ctx<'_> {
         &self.state.registry
     }
 
+    /// The pull-through cache and the route to `repo`'s upstream, when an upstream serves it.
+    fn proxied(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<(&Arc<berth_proxy::Proxy>, berth_proxy::Route)>, ApiError> {
+        let Some(proxy) = &self.state.http.proxy else {
+            return Ok(None);
+        };
+        match proxy.route(repo.as_str()) {
+            None => Ok(None),
+            Some(Ok(route)) => Ok(Some((proxy, route))),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// The request body as a stream, with the configured idle timeout.
     fn body(&self, body: Body) -> berth_registry::ByteStream {
         body::body_stream(body, self.state.http.body_idle_timeout)
@@ -390,6 +418,15 @@ impl Ctx<'_> {
             Some(host) => format!("{scheme}://{host}{path}"),
             None => path.to_owned(),
         }
+    }
+}
+
+/// Marks a response served by the pull-through cache with where it came from; a stale one
+/// also gets RFC 9111's `Warning: 110` for clients and proxies that read it.
+fn cache_status(r: &mut Response, status: berth_proxy::CacheStatus) {
+    set(r, "x-berth-cache", status.as_str());
+    if status == berth_proxy::CacheStatus::Stale {
+        set(r, header::WARNING, "110 - \"Response is Stale\"");
     }
 }
 

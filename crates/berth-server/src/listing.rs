@@ -99,7 +99,16 @@ pub(crate) async fn catalog(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
 pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, ApiError> {
     let n = page_size(ctx)?;
     let last = ctx.query_param("last");
-    let page = ctx.registry().list_tags(repo, n, last.as_deref()).await?;
+    let (page, cache) = match ctx.proxied(repo)? {
+        Some((proxy, route)) => {
+            let (page, status) = proxy.tags(&route, repo, n, last.as_deref()).await?;
+            (page, Some(status))
+        }
+        None => (
+            ctx.registry().list_tags(repo, n, last.as_deref()).await?,
+            None,
+        ),
+    };
     let next = next_link(
         &Endpoint::Tags {
             name: repo.as_str(),
@@ -113,5 +122,9 @@ pub(crate) async fn tags(ctx: &Ctx<'_>, repo: &RepoName) -> Result<Response, Api
         repositories: None,
         tags: Some(page.items()),
     };
-    Ok(json_response(&body, next))
+    let mut r = json_response(&body, next);
+    if let Some(status) = cache {
+        crate::cache_status(&mut r, status);
+    }
+    Ok(r)
 }

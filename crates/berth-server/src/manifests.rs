@@ -10,7 +10,7 @@ use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
 use crate::endpoint::Endpoint;
-use crate::{ApiError, Ctx, empty, error, set};
+use crate::{ApiError, Ctx, cache_status, empty, error, set};
 
 pub(crate) async fn handle(
     ctx: &Ctx<'_>,
@@ -37,7 +37,13 @@ pub(crate) async fn handle(
     let registry = ctx.registry();
     match method {
         Method::GET | Method::HEAD => {
-            let manifest = registry.get_manifest(repo, &reference).await?;
+            let (manifest, cache) = match ctx.proxied(repo)? {
+                Some((proxy, route)) => {
+                    let (m, status) = proxy.manifest(&route, repo, &reference).await?;
+                    (m, Some(status))
+                }
+                None => (registry.get_manifest(repo, &reference).await?, None),
+            };
             // A pull, HEAD too: Distribution's GetManifest serves both and its listener
             // reports every read.
             if let Some(n) = ctx.notify()
@@ -64,6 +70,9 @@ pub(crate) async fn handle(
             let digest = manifest.digest.to_string();
             set(&mut r, header::ETAG, format!("\"{digest}\""));
             set(&mut r, "docker-content-digest", digest);
+            if let Some(status) = cache {
+                cache_status(&mut r, status);
+            }
             Ok(r)
         }
         Method::PUT => {

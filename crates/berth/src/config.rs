@@ -38,6 +38,50 @@ pub struct Config {
     pub health: Health,
     /// `notifications`: webhooks (`berth-notify`).
     pub notifications: Notifications,
+    /// `proxy`: the pull-through cache (`berth-proxy`).
+    pub proxy: Proxy,
+}
+
+/// `proxy`: Distribution's one upstream for the whole registry (`remoteurl`, `username`,
+/// `password`, `ttl`), plus berth's own `tagttl`, `timeout`, `upstreams` (more upstreams,
+/// each for the repositories under a prefix) and `maxsize`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Proxy {
+    #[serde(flatten)]
+    pub remote: ProxyUpstream,
+    pub upstreams: Vec<ProxyUpstream>,
+    /// Bound on the bytes of cached content (0: none).
+    #[serde(deserialize_with = "lenient_u64")]
+    pub maxsize: u64,
+}
+
+/// One upstream. `ttl` keeps Distribution's meaning, how long cached content is kept
+/// unused (zero or unset: until `maxsize` evicts it); `tagttl` is how long a cached tag is
+/// trusted before a HEAD asks the upstream (zero: every pull by tag asks); `timeout` zero
+/// means 30 s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProxyUpstream {
+    /// Repository-name prefix (berth's `upstreams` only; empty: every other repository).
+    #[serde(deserialize_with = "lenient_string")]
+    pub prefix: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub remoteurl: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub password: Option<String>,
+    #[serde(deserialize_with = "go_duration")]
+    pub ttl: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub tagttl: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub timeout: Duration,
+    /// `hub/alpine` is `library/alpine` upstream; unset: on for Docker Hub's URLs.
+    pub implicitlibrary: Option<bool>,
+    /// Allow-list of upstream repository names (`x/*`: everything under `x/`).
+    pub repositories: Vec<String>,
 }
 
 /// `notifications` (Distribution's `configuration.Notifications`, plus berth's own

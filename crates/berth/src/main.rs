@@ -348,6 +348,15 @@ async fn run(
         });
     }
 
+    let proxy = match proxy_config(&config.proxy)? {
+        Some(settings) => {
+            let proxy = berth_proxy::Proxy::new(registry.clone(), settings)?;
+            proxy.start();
+            Some(proxy)
+        }
+        None => None,
+    };
+
     let mut headers = Vec::new();
     for (name, values) in &config.http.headers {
         let name = HeaderName::try_from(name.as_str())
@@ -373,6 +382,7 @@ async fn run(
         notifier: notifier.clone(),
         access_log: !config.log.accesslog.disabled,
         metrics: metrics.clone(),
+        proxy,
     };
 
     let maintenance = &config.storage.maintenance;
@@ -433,6 +443,55 @@ async fn run(
         notifier.shutdown().await;
     }
     Ok(())
+}
+
+/// The `proxy` section for `berth-proxy`; `None` when no upstream is configured.
+fn proxy_config(p: &config::Proxy) -> Result<Option<berth_proxy::ProxyConfig>, String> {
+    let mut upstreams = Vec::new();
+    let top = p.remote.remoteurl.as_deref().is_some_and(|u| !u.is_empty());
+    if p.remote.prefix.as_deref().is_some_and(|x| !x.is_empty()) {
+        return Err("proxy.prefix: a prefix belongs to an entry of proxy.upstreams".into());
+    }
+    let entries = top
+        .then_some(&p.remote)
+        .into_iter()
+        .chain(&p.upstreams)
+        .enumerate();
+    for (i, u) in entries {
+        let Some(url) = u.remoteurl.as_deref().filter(|u| !u.is_empty()) else {
+            return Err(format!("proxy.upstreams[{i}]: remoteurl is required"));
+        };
+        let prefix = u.prefix.as_deref().unwrap_or("");
+        if prefix.is_empty() && !(top && i == 0) {
+            return Err(format!(
+                "proxy.upstreams[{i}]: prefix is required (the upstream of every other repository is proxy.remoteurl)"
+            ));
+        }
+        let mut c = berth_proxy::UpstreamConfig::new(prefix, url);
+        c.credentials = match (&u.username, &u.password) {
+            (Some(user), password) if !user.is_empty() => {
+                Some((user.clone(), password.clone().unwrap_or_default()))
+            }
+            _ => None,
+        };
+        c.tag_ttl = u.tagttl;
+        c.ttl = (!u.ttl.is_zero()).then_some(u.ttl);
+        if !u.timeout.is_zero() {
+            c.timeout = u.timeout;
+        }
+        if let Some(library) = u.implicitlibrary {
+            c.implicit_library = library;
+        }
+        c.repositories = u.repositories.clone();
+        upstreams.push(c);
+    }
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(berth_proxy::ProxyConfig {
+        upstreams,
+        max_size: (p.maxsize > 0).then_some(p.maxsize),
+    }))
 }
 
 /// The `notifications` section for `berth-notify`; `None` when no endpoint is enabled, so
