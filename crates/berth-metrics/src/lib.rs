@@ -30,6 +30,7 @@
 //! a lock. With metrics off nothing here is built and the HTTP layer skips it entirely.
 
 mod notifications;
+mod proxy;
 mod requests;
 mod sharded;
 mod storage;
@@ -45,6 +46,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use notifications::{EndpointMetrics, NotificationCounts, NotificationMetrics};
+pub use proxy::{ProxyCounts, ProxyMetrics};
 pub use requests::{BodyCounter, Handler, HttpMetrics, RequestMetrics};
 pub use storage::{StorageAction, TimedDriver};
 
@@ -59,6 +61,7 @@ pub struct Metrics {
     http: HttpMetrics,
     storage: Family<storage::Labels, sharded::Histogram>,
     notifications: NotificationMetrics,
+    proxy: ProxyMetrics,
     watched: Arc<OnceLock<berth_registry::Registry>>,
 }
 
@@ -75,6 +78,7 @@ impl Metrics {
         let http = HttpMetrics::register(&mut registry);
         let storage = storage::register(&mut registry);
         let notifications = NotificationMetrics::register(&mut registry);
+        let proxy = ProxyMetrics::register(&mut registry);
         let build_info = Family::<[(&'static str, String); 1], Gauge>::default();
         build_info
             .get_or_create(&[("version", version.to_owned())])
@@ -91,6 +95,7 @@ impl Metrics {
             http,
             storage,
             notifications,
+            proxy,
             watched,
         }
     }
@@ -104,6 +109,11 @@ impl Metrics {
     /// [`NotificationMetrics`]).
     pub fn notifications(&self) -> &NotificationMetrics {
         &self.notifications
+    }
+
+    /// The pull-through cache's metrics (see [`ProxyMetrics`]).
+    pub fn proxy(&self) -> &ProxyMetrics {
+        &self.proxy
     }
 
     /// `driver`, with every call timed into `registry_storage_action_seconds`.

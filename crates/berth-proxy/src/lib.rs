@@ -628,6 +628,13 @@ impl Proxy {
         ))
     }
 
+    /// A cached blob was served without this crate (a redirect to object storage): counted
+    /// as a hit and as a use for the size bound.
+    pub fn served_elsewhere(&self, route: &Route, repo: &RepoName, digest: &Digest, size: u64) {
+        self.lru.used(digest, size, repo, route.upstream);
+        self.log(route, repo, &digest.to_string(), CacheStatus::Hit);
+    }
+
     /// The size of a blob of a proxied repository (a HEAD): the cached one's, else the
     /// upstream's answer (nothing is fetched).
     pub async fn blob_size(
@@ -776,6 +783,22 @@ impl Proxy {
             upstream.failed(&digest.to_string(), &why);
             Outcome::Failed(why)
         };
+        // A fill that ended just before this one was started has stored it already.
+        match self.registry.stat_blob(repo, digest).await {
+            Ok(size) => {
+                fill.answered(Some(size));
+                return Outcome::Stored;
+            }
+            Err(Error::BlobUnknown { .. }) => {}
+            Err(e) => return failed(e.to_string()),
+        }
+        // Stored for another repository: linked without fetching it again, once the upstream
+        // confirms that this repository has it (a digest is not a right to read).
+        match self.registry.blob_stored(digest).await {
+            Ok(true) => return self.link_stored(index, remote, repo, digest, fill).await,
+            Ok(false) => {}
+            Err(e) => return failed(e.to_string()),
+        }
         let mut response = match upstream.client.send(Method::GET, &path, remote, None).await {
             Ok(r) => r,
             Err(Failure::NotFound) => return Outcome::NotFound,
@@ -858,6 +881,52 @@ impl Proxy {
                 "GET {path}: the upstream's bytes hash to {actual}; not cached"
             )),
             Err(e) => failed(format!("GET {path}: {e}")),
+        }
+    }
+
+    async fn link_stored(
+        &self,
+        index: usize,
+        remote: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        fill: &Arc<Fill>,
+    ) -> Outcome {
+        let upstream = &self.upstreams[index];
+        let path = format!("/v2/{remote}/blobs/{digest}");
+        let failed = |why: String| {
+            upstream.failed(&digest.to_string(), &why);
+            Outcome::Failed(why)
+        };
+        let status = match upstream
+            .client
+            .send(Method::HEAD, &path, remote, None)
+            .await
+        {
+            Ok(r) => r.status(),
+            Err(Failure::NotFound) => return Outcome::NotFound,
+            Err(Failure::Failed(why)) => return failed(why),
+        };
+        if status == StatusCode::NOT_FOUND {
+            return Outcome::NotFound;
+        }
+        if !status.is_success() {
+            return failed(format!("HEAD {path} answered {status}"));
+        }
+        match self.registry.link_stored_blob(repo, digest).await {
+            Ok(true) => {}
+            // Evicted or collected meanwhile: the next request fetches it.
+            Ok(false) => return failed("the stored copy vanished; try again".into()),
+            Err(e) => return failed(e.to_string()),
+        }
+        match self.registry.stat_blob(repo, digest).await {
+            Ok(size) => {
+                fill.answered(Some(size));
+                self.lru.used(digest, size, repo, index);
+                tracing::info!(upstream = upstream.name(), repository = %repo, %digest, "proxy: blob already stored for another repository, linked");
+                Outcome::Stored
+            }
+            Err(e) => failed(e.to_string()),
         }
     }
 

@@ -82,6 +82,15 @@ impl Registry {
             .await
     }
 
+    /// True when the blob store holds `digest` (for any repository).
+    pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
+        match self.driver().stat(&layout::blob_data(digest)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Links a blob that is already in the blob store into `repo`, pinned first as a mount
     /// is. False when the blob is not stored.
     pub async fn link_stored_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

@@ -42,8 +42,23 @@ pub(crate) async fn handle(
             let range = ctx
                 .header(header::RANGE)
                 .and_then(|h| berth_oci::RangeRequest::parse(h).ok().flatten());
-            // Served through berth, not redirected: a cached blob's link was just checked,
-            // and one still arriving exists only here.
+            // Cached on object storage with redirects on: the bucket serves it. One still
+            // arriving exists only here and is served through berth.
+            if registry.redirects_blobs() {
+                match registry.blob_redirect(repo, &digest).await {
+                    Ok(Some((url, size))) => {
+                        proxy.served_elsewhere(&route, repo, &digest, size);
+                        pulled(ctx, repo, &digest, size).await;
+                        let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+                        set(&mut r, header::LOCATION, url);
+                        set(&mut r, "docker-content-digest", digest.to_string());
+                        cache_status(&mut r, berth_proxy::CacheStatus::Hit);
+                        return Ok(r);
+                    }
+                    Ok(None) | Err(berth_registry::Error::BlobUnknown { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let (blob, status) = proxy.blob(&route, repo, &digest, range).await?;
             pulled(ctx, repo, &digest, blob.size).await;
             let mut r = blob_response(blob);

@@ -352,6 +352,24 @@ async fn run(
         Some(settings) => {
             let proxy = berth_proxy::Proxy::new(registry.clone(), settings)?;
             proxy.start();
+            if let Some(m) = &metrics {
+                let watched = proxy.clone();
+                m.proxy().watch(move || {
+                    watched
+                        .stats()
+                        .into_iter()
+                        .map(|(upstream, s)| berth_metrics::ProxyCounts {
+                            upstream,
+                            hits: s.hits,
+                            revalidated: s.revalidated,
+                            misses: s.misses,
+                            stale: s.stale,
+                            errors: s.errors,
+                            bytes: s.bytes,
+                        })
+                        .collect()
+                });
+            }
             Some(proxy)
         }
         None => None,
