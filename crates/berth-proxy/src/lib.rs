@@ -1006,3 +1006,94 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 fn age(t: SystemTime) -> Duration {
     SystemTime::now().duration_since(t).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(upstreams: Vec<UpstreamConfig>) -> Arc<Proxy> {
+        let dir = std::env::temp_dir().join("berth-proxy-routing");
+        let driver = Arc::new(berth_storage::FsDriver::new(&dir).unwrap());
+        let registry = Registry::new(driver, berth_registry::Options::default());
+        Proxy::new(
+            registry,
+            ProxyConfig {
+                upstreams,
+                max_size: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn remote(p: &Proxy, repo: &str) -> Option<std::result::Result<String, String>> {
+        p.route(repo).map(|r| {
+            r.map(|r| r.remote)
+                .map_err(|e| e.code().as_str().to_owned())
+        })
+    }
+
+    #[test]
+    fn repositories_route_to_the_longest_prefix_and_the_rest_stay_local() {
+        let mut hub = UpstreamConfig::new("hub", "https://registry-1.docker.io");
+        hub.repositories = vec!["library/*".into(), "team/app".into()];
+        let ghcr = UpstreamConfig::new("ghcr", "https://ghcr.io");
+        let nested = UpstreamConfig::new("ghcr/org", "http://127.0.0.1:1");
+        let p = proxy(vec![hub, ghcr, nested]);
+        // Docker Hub's implicit library/, and the allow-list.
+        assert_eq!(remote(&p, "hub/alpine"), Some(Ok("library/alpine".into())));
+        assert_eq!(
+            remote(&p, "hub/library/alpine"),
+            Some(Ok("library/alpine".into()))
+        );
+        assert_eq!(remote(&p, "hub/team/app"), Some(Ok("team/app".into())));
+        assert_eq!(
+            remote(&p, "hub/team/other"),
+            Some(Err("NAME_UNKNOWN".into()))
+        );
+        assert_eq!(remote(&p, "hub"), Some(Err("NAME_UNKNOWN".into())));
+        // Not Docker Hub: no library/.
+        assert_eq!(remote(&p, "ghcr/tool"), Some(Ok("tool".into())));
+        assert_eq!(remote(&p, "ghcr/org/tool"), Some(Ok("tool".into())));
+        // A prefix is a whole component, not a string prefix.
+        assert_eq!(remote(&p, "hubble/app"), None);
+        assert_eq!(remote(&p, "local/app"), None);
+        assert!(!p.is_proxied("local/app"));
+    }
+
+    #[test]
+    fn distributions_single_upstream_takes_everything_else() {
+        let all = UpstreamConfig::new("", "http://127.0.0.1:1");
+        let ghcr = UpstreamConfig::new("ghcr", "https://ghcr.io");
+        let p = proxy(vec![all, ghcr]);
+        assert_eq!(
+            remote(&p, "library/alpine"),
+            Some(Ok("library/alpine".into()))
+        );
+        assert_eq!(remote(&p, "alpine"), Some(Ok("alpine".into())));
+        assert_eq!(remote(&p, "ghcr/tool"), Some(Ok("tool".into())));
+    }
+
+    #[test]
+    fn unusable_upstreams_are_refused_at_start() {
+        let bad = |c: UpstreamConfig| {
+            let dir = std::env::temp_dir().join("berth-proxy-routing");
+            let driver = Arc::new(berth_storage::FsDriver::new(&dir).unwrap());
+            let registry = Registry::new(driver, berth_registry::Options::default());
+            Proxy::new(
+                registry,
+                ProxyConfig {
+                    upstreams: vec![c.clone(), c],
+                    max_size: None,
+                },
+            )
+            .err()
+        };
+        assert!(bad(UpstreamConfig::new("x", "ftp://host")).is_some());
+        assert!(bad(UpstreamConfig::new("x", "not a url")).is_some());
+        assert!(bad(UpstreamConfig::new("UPPER", "http://h")).is_some());
+        // Two upstreams for one prefix.
+        assert!(bad(UpstreamConfig::new("x", "http://h")).is_some());
+        assert!(is_docker_hub("https://registry-1.docker.io/"));
+        assert!(!is_docker_hub("https://ghcr.io"));
+    }
+}

@@ -48,12 +48,41 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Proxy {
-    #[serde(flatten)]
-    pub remote: ProxyUpstream,
+    #[serde(deserialize_with = "lenient_string")]
+    pub remoteurl: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub password: Option<String>,
+    #[serde(deserialize_with = "go_duration")]
+    pub ttl: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub tagttl: Duration,
+    #[serde(deserialize_with = "go_duration")]
+    pub timeout: Duration,
+    pub implicitlibrary: Option<bool>,
+    pub repositories: Vec<String>,
     pub upstreams: Vec<ProxyUpstream>,
     /// Bound on the bytes of cached content (0: none).
     #[serde(deserialize_with = "lenient_u64")]
     pub maxsize: u64,
+}
+
+impl Proxy {
+    /// The top-level upstream (Distribution's), with the empty prefix.
+    pub fn remote(&self) -> ProxyUpstream {
+        ProxyUpstream {
+            prefix: None,
+            remoteurl: self.remoteurl.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ttl: self.ttl,
+            tagttl: self.tagttl,
+            timeout: self.timeout,
+            implicitlibrary: self.implicitlibrary,
+            repositories: self.repositories.clone(),
+        }
+    }
 }
 
 /// One upstream. `ttl` keeps Distribution's meaning, how long cached content is kept
@@ -1173,6 +1202,46 @@ mod tests {
         assert_eq!(
             l.config.storage.maintenance.uploadpurging.age,
             Duration::from_secs(7200)
+        );
+    }
+
+    #[test]
+    fn proxy_sections_load_as_distribution_and_berth_write_them() {
+        // Distribution's single upstream, from the environment as registry:2 users set it.
+        let l = load_str(
+            "version: 0.1\n",
+            &[
+                ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+                ("REGISTRY_PROXY_USERNAME", "alice"),
+                ("REGISTRY_PROXY_PASSWORD", "secret"),
+                ("REGISTRY_PROXY_TTL", "168h"),
+            ],
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let p = &l.config.proxy.remote();
+        assert_eq!(p.remoteurl.as_deref(), Some("https://registry-1.docker.io"));
+        assert_eq!(p.username.as_deref(), Some("alice"));
+        assert_eq!(p.password.as_deref(), Some("secret"));
+        assert_eq!(p.ttl, Duration::from_secs(168 * 3600));
+        // berth's list beside it.
+        let yaml = "proxy:\n  remoteurl: http://127.0.0.1:1\n  tagttl: 5m\n  maxsize: 1000\n  upstreams:\n    - prefix: ghcr\n      remoteurl: https://ghcr.io\n      timeout: 10s\n      implicitlibrary: false\n      repositories: [\"team/*\"]\n";
+        let l = load_str(yaml, &[]).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let p = &l.config.proxy;
+        assert_eq!(p.tagttl, Duration::from_secs(300));
+        assert_eq!(p.maxsize, 1000);
+        let u = &p.upstreams[0];
+        assert_eq!(u.prefix.as_deref(), Some("ghcr"));
+        assert_eq!(u.timeout, Duration::from_secs(10));
+        assert_eq!(u.implicitlibrary, Some(false));
+        assert_eq!(u.repositories, vec!["team/*"]);
+        // A typo is reported, not silently ignored.
+        let l = load_str("proxy:\n  remoteur1: http://x\n", &[]).unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w.contains("remoteur1")),
+            "{:?}",
+            l.warnings
         );
     }
 

@@ -466,12 +466,10 @@ async fn run(
 /// The `proxy` section for `berth-proxy`; `None` when no upstream is configured.
 fn proxy_config(p: &config::Proxy) -> Result<Option<berth_proxy::ProxyConfig>, String> {
     let mut upstreams = Vec::new();
-    let top = p.remote.remoteurl.as_deref().is_some_and(|u| !u.is_empty());
-    if p.remote.prefix.as_deref().is_some_and(|x| !x.is_empty()) {
-        return Err("proxy.prefix: a prefix belongs to an entry of proxy.upstreams".into());
-    }
+    let remote = p.remote();
+    let top = remote.remoteurl.as_deref().is_some_and(|u| !u.is_empty());
     let entries = top
-        .then_some(&p.remote)
+        .then_some(&remote)
         .into_iter()
         .chain(&p.upstreams)
         .enumerate();
