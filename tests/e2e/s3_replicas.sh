@@ -6,7 +6,9 @@
 #  3. a tag moved on one replica is seen by the others within the documented bound
 #     (berth-registry's LINK_TTL, 1 s, plus request time: 2 s is asserted);
 #  4. a bucket written by Distribution's S3 driver is served by berth as it is, and the
-#     other way round.
+#     other way round;
+#  5. a pull-through cache on the bucket: filled through one replica, served by another
+#     with the upstream stopped.
 #
 # usage: tests/e2e/s3_replicas.sh [berth]   (needs BERTH_TEST_S3_*: scripts/garage.sh env)
 
@@ -147,5 +149,30 @@ else
     [[ ${CI:-} == true ]] && fail "docker-registry missing (scripts/install-deps.sh)"
     log "docker-registry missing: Distribution interop on S3 not checked"
 fi
+
+# --- 5. a pull-through cache shared by two replicas through the bucket ---------------------
+# The upstream is a berth on the filesystem; two cache replicas on the bucket. A cold pull
+# through one, the upstream stopped, the same pull through the other: everything it serves
+# came from the bucket (the tag is stale: the upstream cannot confirm it).
+BERTH_STORAGE=filesystem start_registry berth "$E2E_TMP/upstream" "$(free_port)"
+UP_PORT=$REG_PORT
+push_image "oci:$L:img2" "docker://$REG_ADDR/team/app:v1"
+cache_yaml=$(printf 'proxy:\n  upstreams:\n    - prefix: up\n      remoteurl: http://127.0.0.1:%s\n' "$UP_PORT")
+start_registry berth "$E2E_TMP/cache" "$(free_port)" "$cache_yaml"
+P1=$REG_ADDR
+start_registry berth "$E2E_TMP/cache" "$(free_port)" "$cache_yaml"
+P2=$REG_ADDR
+copy_image "docker://$P1/up/team/app:v1" "dir:$E2E_TMP/cached-1"
+cmp -s "$E2E_TMP/cached-1/manifest.json" "$E2E_TMP/orig2.json" ||
+    fail "the cache serves a different manifest than the upstream holds"
+stop_registry "$UP_PORT"
+clear_blob_info_cache
+copy_image "docker://$P2/up/team/app:v1" "dir:$E2E_TMP/cached-2"
+while read -r d size; do
+    check_blob "$E2E_TMP/cached-2/${d#sha256:}" "$d" "$size" "blob $d from the other replica"
+done < <(manifest_blobs "$E2E_TMP/orig2.json")
+assert_eq stale "$(curl -fsS -o /dev/null -D - -I "http://$P2/v2/up/team/app/manifests/v1" | header /dev/stdin X-Berth-Cache)" \
+    "the tag, unconfirmed with the upstream down, is served stale"
+pass "a cold pull through one replica is served by another with the upstream down"
 
 e2e_finish
