@@ -240,6 +240,12 @@ impl Proxy {
                     c.remote_url
                 ));
             }
+            // The URL appears in logs and in error messages to clients.
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(
+                    "proxy: remoteurl must not carry credentials; use username and password".into(),
+                );
+            }
             if !c.prefix.is_empty() && RepoName::parse(&c.prefix).is_err() {
                 return Err(format!(
                     "proxy: prefix {:?} is not a repository name component",
@@ -509,7 +515,10 @@ impl Proxy {
         if let (Some(named), Some((m, _))) = (&named, &cached)
             && named == &m.digest
         {
-            self.registry.confirm_tag(repo, tag, named).await?;
+            // Recorded only where it is read: with a zero tagttl every pull asks anyway.
+            if !upstream.config.tag_ttl.is_zero() {
+                self.registry.confirm_tag(repo, tag, named).await?;
+            }
             return Ok((m.clone(), CacheStatus::Revalidated));
         }
         // New (or the upstream named no digest): fetch by digest when named, so that the
@@ -1091,6 +1100,7 @@ mod tests {
         assert!(bad(UpstreamConfig::new("x", "ftp://host")).is_some());
         assert!(bad(UpstreamConfig::new("x", "not a url")).is_some());
         assert!(bad(UpstreamConfig::new("UPPER", "http://h")).is_some());
+        assert!(bad(UpstreamConfig::new("x", "https://user:pw@h")).is_some());
         // Two upstreams for one prefix.
         assert!(bad(UpstreamConfig::new("x", "http://h")).is_some());
         assert!(is_docker_hub("https://registry-1.docker.io/"));
