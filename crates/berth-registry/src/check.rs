@@ -34,6 +34,22 @@ pub struct CheckOptions {
     pub grace_period: Duration,
     /// Upload sessions untouched for longer than this are orphaned.
     pub upload_age: Duration,
+    /// Repository-name prefixes of a pull-through cache (`""`: every repository): a cached
+    /// manifest whose layers or children were never asked for is how a cache is, not damage,
+    /// so its missing references are not reported.
+    pub cached_prefixes: Vec<String>,
+}
+
+impl CheckOptions {
+    fn is_cached(&self, repo: &RepoName) -> bool {
+        let name = repo.as_str();
+        self.cached_prefixes.iter().any(|p| {
+            p.is_empty()
+                || name
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
 }
 
 /// One thing found wrong.
@@ -330,12 +346,13 @@ impl Run<'_> {
             present,
             revisions,
             report,
+            options,
             ..
         } = self;
-        // Manifests: everything they reference must be there.
+        // Manifests: everything they reference must be there (except in a cache).
         let stored: Vec<&(RepoName, Digest)> = revisions
             .iter()
-            .filter(|(_, d)| present.contains(d))
+            .filter(|(r, d)| present.contains(d) && !options.is_cached(r))
             .collect();
         let read: Vec<Result<Option<bytes::Bytes>>> = stream::iter(&stored)
             .map(|(_, d)| async move {

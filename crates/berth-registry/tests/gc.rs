@@ -286,6 +286,7 @@ fn check_options(repair: bool) -> berth_registry::CheckOptions {
         repair,
         grace_period: Duration::from_secs(3600),
         upload_age: Duration::from_secs(7 * 24 * 3600),
+        cached_prefixes: Vec::new(),
     }
 }
 
@@ -399,4 +400,101 @@ async fn a_manifest_set_aside_by_a_dead_collector_keeps_its_blobs() {
         .await
         .unwrap();
     assert_eq!(read.body, manifest);
+}
+
+/// A pull-through cache stores a manifest before its layers; eviction unlinks what the cache
+/// holds and deletes a blob only when no repository outside the cache links it; `check`
+/// does not call a cache's unfetched layers damage.
+#[tokio::test]
+async fn cached_manifests_evictions_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let cached = RepoName::parse("hub/library/app").unwrap();
+    let local = RepoName::parse("team/app").unwrap();
+    let config = (Digest::sha256_of(b"{}"), 2);
+    let layer = (Digest::sha256_of(b"layer"), 5);
+    let body = image(&config, &layer, None);
+    let digest = Digest::sha256_of(&body);
+    let tag = berth_oci::Tag::parse("v1").unwrap();
+    // Stored without its blobs, which a push would refuse.
+    reg.cache_manifest(&cached, Some(&tag), &digest, body.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.put_manifest(
+            &local,
+            &Reference::parse("v1").unwrap(),
+            Some(OCI_MANIFEST),
+            body.clone()
+        )
+        .await,
+        Err(Error::ManifestBlobUnknown { .. })
+    ));
+    let wrong = Digest::sha256_of(b"something else");
+    assert!(matches!(
+        reg.cache_manifest(&cached, None, &wrong, body.clone())
+            .await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    let (got, _) = reg.tag_confirmed_at(&cached, &tag).await.unwrap().unwrap();
+    assert_eq!(got, digest);
+    let mut options = check_options(false);
+    assert_eq!(
+        kinds(&reg.check(&options).await.unwrap()),
+        vec!["missing-blob", "missing-blob"]
+    );
+    options.cached_prefixes = vec!["hub".into()];
+    assert!(kinds(&reg.check(&options).await.unwrap()).is_empty());
+
+    // The layer, cached and also pushed to a local repository; the config only cached.
+    let layer = blob(&reg, &cached, "layer").await;
+    blob(&reg, &local, "layer").await;
+    let config = blob(&reg, &cached, "{}").await;
+    let others = [local.clone()];
+    use berth_registry::Evicted;
+    assert_eq!(
+        reg.evict(&layer.0, std::slice::from_ref(&cached), &others)
+            .await
+            .unwrap(),
+        Evicted::Kept
+    );
+    assert!(
+        blob_exists(dir.path(), &layer.0),
+        "a local repository links it"
+    );
+    assert!(
+        reg.stat_blob(&cached, &layer.0).await.is_err(),
+        "unlinked from the cache"
+    );
+    assert!(reg.stat_blob(&local, &layer.0).await.is_ok());
+    // A pin (here the one a fresh link of it wrote: someone about to reference it) keeps
+    // the config; once the pin has expired, it goes.
+    assert!(reg.link_stored_blob(&cached, &config.0).await.unwrap());
+    assert_eq!(
+        reg.evict(&config.0, std::slice::from_ref(&cached), &[])
+            .await
+            .unwrap(),
+        Evicted::Kept
+    );
+    reg.expire_pins(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        reg.evict(&config.0, std::slice::from_ref(&cached), &[])
+            .await
+            .unwrap(),
+        Evicted::Deleted
+    );
+    assert!(!blob_exists(dir.path(), &config.0));
+    // The manifest: its tag and revision go with it.
+    assert_eq!(
+        reg.evict(&digest, std::slice::from_ref(&cached), &[])
+            .await
+            .unwrap(),
+        Evicted::Deleted
+    );
+    assert!(reg.tag_confirmed_at(&cached, &tag).await.unwrap().is_none());
+    assert!(
+        reg.get_manifest(&cached, &Reference::Digest(digest.clone()))
+            .await
+            .is_err()
+    );
 }

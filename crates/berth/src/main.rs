@@ -142,6 +142,9 @@ fn main() -> ExitCode {
                 repair,
                 grace_period: config.storage.maintenance.garbagecollect.graceperiod,
                 upload_age: config.storage.maintenance.uploadpurging.age,
+                cached_prefixes: proxy_config(&config.proxy)?
+                    .map(|p| p.upstreams.into_iter().map(|u| u.prefix).collect())
+                    .unwrap_or_default(),
             };
             let report = registry.check(&options).await.map_err(|e| e.to_string())?;
             for p in &report.problems {
