@@ -282,7 +282,8 @@ EOF
 
 # start_registry KIND DATADIR PORT [EXTRA_YAML]: start a registry in the
 # background, logging to $E2E_TMP/registry-PORT.log, and wait until
-# GET /v2/ answers. Sets REG_PORT, REG_ADDR (127.0.0.1:PORT), REG_LOG, REG_KIND.
+# GET /v2/ answers (200, or 401 if EXTRA_YAML adds auth). Sets REG_PORT,
+# REG_ADDR (127.0.0.1:PORT), REG_LOG, REG_KIND.
 start_registry() {
     local kind=$1 datadir=$2 port=$3 extra=${4:-}
     local conf=$E2E_TMP/registry-$port.yml logf=$E2E_TMP/registry-$port.log
@@ -314,7 +315,8 @@ start_registry() {
     pid=$!
     E2E_REG_PIDS[$port]=$pid
     for ((i = 0; i < 300; i++)); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
+        # 200, or 401 when EXTRA_YAML configures auth
+        if [[ $(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" 2>/dev/null) =~ ^(200|401)$ ]]; then
             # shellcheck disable=SC2034 # used by the test scripts
             REG_PORT=$port REG_ADDR=127.0.0.1:$port REG_LOG=$logf REG_KIND=$kind
             log "$kind registry up on 127.0.0.1:$port (pid $pid, data $datadir)"
@@ -371,8 +373,9 @@ make_random_file() {
 
 # ---------------------------------------------------------------- dockerd --
 
-# start_dockerd: a private dockerd (own data root, exec root and socket, no
-# networking setup, vfs storage) under $E2E_TMP/dockerd. Use `dockercli`.
+# start_dockerd [DOCKERD_ARGS...]: a private dockerd (own data root, exec root
+# and socket, no networking setup, vfs storage) under $E2E_TMP/dockerd, with
+# DOCKERD_ARGS added (e.g. --registry-mirror URL). Use `dockercli`.
 start_dockerd() {
     require_tool /usr/sbin/dockerd /usr/bin/docker
     local d=$E2E_TMP/dockerd i
@@ -395,7 +398,7 @@ start_dockerd() {
         --iptables=false --ip6tables=false --ip-masq=false --bridge=none \
         --storage-driver=vfs \
         --data-root "$d/data" --exec-root "$d/exec" \
-        --pidfile "$d/docker.pid" -H "unix://$DOCKERD_SOCK" \
+        --pidfile "$d/docker.pid" -H "unix://$DOCKERD_SOCK" "$@" \
         >"$E2E_TMP/dockerd.log" 2>&1 </dev/null &
     DOCKERD_PID=$!
     for ((i = 0; i < 600; i++)); do
