@@ -24,6 +24,7 @@ mod client;
 mod fill;
 mod lru;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -37,6 +38,10 @@ use http_body_util::{BodyExt, Limited};
 
 use client::{Failure, MANIFEST_ACCEPT, UpstreamClient};
 use fill::{Fill, Fills, Outcome};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// One upstream as configured.
 #[derive(Debug, Clone)]
@@ -222,6 +227,9 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     fills: Fills,
     manifest_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The upstream's last answer per tag, and when: requests that waited for the lock
+    /// while another asked take its answer instead of asking again.
+    answers: std::sync::Mutex<HashMap<(RepoName, Tag), (std::time::Instant, Digest)>>,
     lru: lru::Lru,
 }
 
@@ -270,6 +278,7 @@ impl Proxy {
             registry,
             upstreams,
             fills: Fills::default(),
+            answers: Default::default(),
             manifest_locks: (0..MANIFEST_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -473,13 +482,18 @@ impl Proxy {
         {
             return Ok((m.clone(), CacheStatus::Hit));
         }
+        let waited = std::time::Instant::now();
         let _one = self.manifest_lock(repo, tag.as_str()).lock().await;
-        // Another request may have just confirmed or fetched it.
+        // Another request may have just confirmed or fetched it: after the TTL, or while
+        // this one waited for the lock (so concurrent first pulls of a tag ask once).
         let cached = self.cached_tag(repo, tag).await?;
-        if let Some((m, confirmed)) = &cached
-            && age(*confirmed) < upstream.config.tag_ttl
-        {
-            return Ok((m.clone(), CacheStatus::Hit));
+        if let Some((m, confirmed)) = &cached {
+            if age(*confirmed) < upstream.config.tag_ttl {
+                return Ok((m.clone(), CacheStatus::Hit));
+            }
+            if self.answered_since(repo, tag, waited).as_ref() == Some(&m.digest) {
+                return Ok((m.clone(), CacheStatus::Revalidated));
+            }
         }
         let stale_or = |why: String| match &cached {
             Some((m, _)) => Ok((m.clone(), CacheStatus::Stale)),
@@ -519,6 +533,7 @@ impl Proxy {
             if !upstream.config.tag_ttl.is_zero() {
                 self.registry.confirm_tag(repo, tag, named).await?;
             }
+            self.answered(repo, tag, named);
             return Ok((m.clone(), CacheStatus::Revalidated));
         }
         // New (or the upstream named no digest): fetch by digest when named, so that the
@@ -545,6 +560,7 @@ impl Proxy {
         self.registry
             .cache_manifest(repo, Some(tag), &digest, body)
             .await?;
+        self.answered(repo, tag, &digest);
         let m =
             self.cached_manifest(repo, &digest)
                 .await?
@@ -552,6 +568,29 @@ impl Proxy {
                     reference: tag.to_string(),
                 })?;
         Ok((m, CacheStatus::Miss))
+    }
+
+    /// The upstream just named `digest` for `tag`.
+    fn answered(&self, repo: &RepoName, tag: &Tag, digest: &Digest) {
+        let mut answers = lock(&self.answers);
+        let now = std::time::Instant::now();
+        if answers.len() >= 4096 {
+            answers.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(10));
+        }
+        answers.insert((repo.clone(), tag.clone()), (now, digest.clone()));
+    }
+
+    /// What the upstream named for `tag`, if it answered after `since`.
+    fn answered_since(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        since: std::time::Instant,
+    ) -> Option<Digest> {
+        lock(&self.answers)
+            .get(&(repo.clone(), tag.clone()))
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, d)| d.clone())
     }
 
     /// The cached manifest a tag names and when the upstream last gave or confirmed it.
