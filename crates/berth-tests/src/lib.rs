@@ -11,6 +11,8 @@
 //!   answered something unexpected;
 //! - [`raw`]: HTTP/1.1 over a raw socket, for requests ordinary clients refuse to send;
 //! - [`content`]: deterministic content, digests, media types and manifests;
+//! - [`faulty`]: a fault-injecting HTTP/1.1 proxy to put between berth and an upstream
+//!   registry (counts requests; answers 429/5xx, stalls, cuts or corrupts bodies, refuses);
 //! - [`disk`]: a checker of the storage tree for half-written blobs and dangling links.
 //!
 //! `tests/` are the suites that drive the binary rather than the library, so that memory and
@@ -21,6 +23,7 @@
 pub mod client;
 pub mod content;
 pub mod disk;
+pub mod faulty;
 pub mod in_process;
 pub mod process;
 pub mod raw;
