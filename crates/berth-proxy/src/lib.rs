@@ -220,6 +220,8 @@ impl std::fmt::Debug for Proxy {
 /// Manifest fetches are serialised per repository and reference, so concurrent first pulls
 /// of one tag make one upstream request.
 const MANIFEST_LOCKS: usize = 64;
+/// Stripes of the locks that keep eviction of a digest apart from linking it (`digest_lock`).
+const DIGEST_LOCKS: usize = 256;
 
 /// The pull-through cache, shared by every request.
 pub struct Proxy {
@@ -227,6 +229,7 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     fills: Fills,
     manifest_locks: Vec<tokio::sync::Mutex<()>>,
+    digest_locks: Vec<tokio::sync::Mutex<()>>,
     /// The upstream's last answer per tag, and when: requests that waited for the lock
     /// while another asked take its answer instead of asking again.
     answers: std::sync::Mutex<HashMap<(RepoName, Tag), (std::time::Instant, Digest)>>,
@@ -280,6 +283,9 @@ impl Proxy {
             fills: Fills::default(),
             answers: Default::default(),
             manifest_locks: (0..MANIFEST_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            digest_locks: (0..DIGEST_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         }))
@@ -371,11 +377,30 @@ impl Proxy {
     }
 
     fn manifest_lock(&self, repo: &RepoName, reference: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher as _};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        repo.hash(&mut h);
-        reference.hash(&mut h);
-        &self.manifest_locks[(h.finish() as usize) % MANIFEST_LOCKS]
+        &self.manifest_locks[stripe(&(repo, reference), MANIFEST_LOCKS)]
+    }
+
+    /// Held while this process links a stored blob or stores a manifest into a cached
+    /// repository, and by eviction while it removes that digest: a link written to content
+    /// that is existing but about to be deleted would otherwise dangle (reads would take it
+    /// as not cached and fetch again, but the tree would not be sound). Fills that stream a
+    /// new blob need no lock: eviction only ever deletes its own quarantined copy, never the
+    /// `data` a fill writes. Replicas sharing a bucket do not share these locks; there the
+    /// rare dangling link is what reads already handle.
+    pub(crate) fn digest_lock(&self, digest: &Digest) -> &tokio::sync::Mutex<()> {
+        &self.digest_locks[stripe(digest, DIGEST_LOCKS)]
+    }
+
+    /// Stores a fetched manifest (see `digest_lock`).
+    async fn cache_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digest: &Digest,
+        body: Bytes,
+    ) -> Result<()> {
+        let _held = self.digest_lock(digest).lock().await;
+        self.registry.cache_manifest(repo, tag, digest, body).await
     }
 
     fn log(&self, route: &Route, repo: &RepoName, what: &str, status: CacheStatus) {
@@ -459,9 +484,7 @@ impl Proxy {
                 return Err(self.unavailable(route, &digest.to_string(), &why));
             }
         };
-        self.registry
-            .cache_manifest(repo, None, digest, body)
-            .await?;
+        self.cache_manifest(repo, None, digest, body).await?;
         let m = self
             .cached_manifest(repo, digest)
             .await?
@@ -557,9 +580,7 @@ impl Proxy {
             }
             Err(Failure::Failed(why)) => return stale_or(why),
         };
-        self.registry
-            .cache_manifest(repo, Some(tag), &digest, body)
-            .await?;
+        self.cache_manifest(repo, Some(tag), &digest, body).await?;
         self.answered(repo, tag, &digest);
         let m =
             self.cached_manifest(repo, &digest)
@@ -916,7 +937,7 @@ impl Proxy {
                 chunk
             }),
         );
-        match self.registry.push_blob(repo, digest, tee).await {
+        match self.registry.cache_blob(repo, digest, tee).await {
             Ok(stored) if size.is_none_or(|s| s == stored) => {
                 self.lru.used(digest, stored, repo, index);
                 tracing::info!(upstream = upstream.name(), repository = %repo, %digest, bytes = stored, "proxy: blob fetched and stored");
@@ -961,6 +982,7 @@ impl Proxy {
         if !status.is_success() {
             return failed(format!("HEAD {path} answered {status}"));
         }
+        let _held = self.digest_lock(digest).lock().await;
         match self.registry.link_stored_blob(repo, digest).await {
             Ok(true) => {}
             // Evicted or collected meanwhile: the next request fetches it.
@@ -1041,6 +1063,14 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Which of `n` lock stripes `key` takes.
+fn stripe(key: &impl std::hash::Hash, n: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let h =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key);
+    (h as usize) % n
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

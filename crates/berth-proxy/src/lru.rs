@@ -6,8 +6,9 @@
 //! time). When the total passes `maxsize`, or an entry has not been used for its upstream's
 //! `ttl`, the oldest entries are evicted until the total is a tenth under the bound, through
 //! [`Registry::evict`](berth_registry::Registry::evict): proxied links go, and the blob goes
-//! only if no repository outside the cache links it and no pin names it (the garbage
-//! collector's own rule), so eviction never takes content a push is about to reference.
+//! only if no repository outside the cache links it and no push's pin names it (the garbage
+//! collector's rule, minus the pins of the cache's own fills), so eviction never takes content
+//! a push is about to reference.
 //!
 //! Replicas sharing a bucket each keep their own accounting of what they served; each evicts
 //! by its own view, and a blob one of them evicts is fetched again by whichever asks next.
@@ -35,6 +36,14 @@ struct Entry {
     used_at: SystemTime,
     upstream: usize,
     repos: HashSet<RepoName>,
+}
+
+/// An entry taken out of the accounting for eviction.
+struct Victim {
+    digest: Digest,
+    size: u64,
+    upstream: usize,
+    repos: Vec<RepoName>,
 }
 
 #[derive(Default)]
@@ -115,7 +124,7 @@ impl Lru {
     /// What to evict now: the least recently used until the total is 90 % of the bound, and
     /// everything unused for longer than its upstream's `ttl`. Taken out of the accounting
     /// before eviction, so a use meanwhile notes it afresh.
-    fn victims(&self, ttls: &[Option<Duration>]) -> Vec<(Digest, u64, Vec<RepoName>)> {
+    fn victims(&self, ttls: &[Option<Duration>]) -> Vec<Victim> {
         let mut s = lock(&self.state);
         let now = SystemTime::now();
         let mut order: Vec<(u64, SystemTime, Digest)> = s
@@ -143,7 +152,12 @@ impl Lru {
             }
             if let Some(e) = s.entries.remove(&digest) {
                 total -= e.size;
-                out.push((digest, e.size, e.repos.into_iter().collect()));
+                out.push(Victim {
+                    digest,
+                    size: e.size,
+                    upstream: e.upstream,
+                    repos: e.repos.into_iter().collect(),
+                });
             }
         }
         s.total = total;
@@ -236,7 +250,20 @@ async fn evict(proxy: &Proxy) {
         }
     };
     let (mut deleted, mut bytes) = (0u64, 0u64);
-    for (digest, size, repos) in victims {
+    for Victim {
+        digest,
+        size,
+        upstream,
+        repos,
+    } in victims
+    {
+        // Being linked right now (see `Proxy::digest_lock`): in use, so not a victim.
+        let Ok(_held) = proxy.digest_lock(&digest).try_lock() else {
+            for repo in &repos {
+                proxy.lru.used(&digest, size, repo, upstream);
+            }
+            continue;
+        };
         match proxy.registry.evict(&digest, &repos, &others).await {
             Ok(Evicted::Deleted) => {
                 deleted += 1;

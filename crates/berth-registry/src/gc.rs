@@ -557,7 +557,7 @@ impl<'a> Collection<'a> {
                 .map(|(digest, size)| {
                     let this = registry.clone();
                     async move {
-                        let outcome = this.sweep_blob(&run, &digest, threshold).await;
+                        let outcome = this.sweep_blob(&run, &digest, threshold, true).await;
                         (digest, size, outcome)
                     }
                 })
@@ -780,15 +780,24 @@ impl Registry {
         Ok(pins)
     }
 
-    /// True when a pin of `digest` younger than `threshold` exists now.
-    async fn pinned_now(&self, digest: &Digest, threshold: SystemTime) -> Result<bool> {
+    /// True when a pin of `digest` younger than `threshold` exists now. Cache eviction passes
+    /// `cache_pins` false: a pull-through cache's own pins do not keep a blob from it.
+    async fn pinned_now(
+        &self,
+        digest: &Digest,
+        threshold: SystemTime,
+        cache_pins: bool,
+    ) -> Result<bool> {
         // A pin directory has no subdirectories: NotFound means no pins.
         let pins = match self.driver().walk(&layout::pin_dir(digest)).await {
             Ok(pins) => pins,
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        Ok(pins.iter().any(|f| f.modified >= threshold))
+        Ok(pins
+            .iter()
+            .filter(|f| cache_pins || !layout::is_cache_pin(&f.path))
+            .any(|f| f.modified >= threshold))
     }
 
     /// With `delete_untagged`: the revisions to keep. Roots are what tags point at, revisions
@@ -869,7 +878,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.inner.caches.link_written(&link);
-        if self.pinned_now(digest, threshold).await? {
+        if self.pinned_now(digest, threshold, true).await? {
             // NotFound: another run (or `check --repair`) already put it back.
             ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             self.inner.caches.link_written(&link);
@@ -889,12 +898,14 @@ impl Registry {
     }
 
     /// Removes one unmarked blob, quarantine first. `Some(true)`: deleted; `Some(false)`: a
-    /// pin appeared and it was put back; `None`: it was already gone.
+    /// pin appeared and it was put back; `None`: it was already gone. `cache_pins` as for
+    /// `pinned_now`.
     pub(crate) async fn sweep_blob(
         &self,
         run: &uuid::Uuid,
         digest: &Digest,
         threshold: SystemTime,
+        cache_pins: bool,
     ) -> Result<Option<bool>> {
         let data = layout::blob_data(digest);
         let aside = layout::quarantined_blob(run, digest);
@@ -905,7 +916,7 @@ impl Registry {
         }
         // From here on the blob is absent: a PUT pinning it from now on finds it missing.
         // A pin written before this re-read is seen, and the blob goes back.
-        if self.pinned_now(digest, threshold).await? {
+        if self.pinned_now(digest, threshold, cache_pins).await? {
             ignore_not_found(self.driver().move_to(&aside, &data).await)?;
             return Ok(Some(false));
         }
@@ -929,7 +940,7 @@ impl Registry {
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        if self.pinned_now(digest, threshold).await? {
+        if self.pinned_now(digest, threshold, true).await? {
             // NotFound: another run (or `check --repair`) already put it back.
             ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             return Ok(false);

@@ -264,6 +264,24 @@ pub fn pin(digest: &Digest, id: &uuid::Uuid) -> StoragePath {
         .expect("a simple UUID is a valid path component")
 }
 
+/// `_berth/pins/<alg>/<hex>/cache-<id>`: a pin written by a pull-through cache's fill. The
+/// garbage collector honours it like any pin; cache eviction does not (see `proxied`).
+pub fn cache_pin(digest: &Digest, id: &uuid::Uuid) -> StoragePath {
+    pin_dir(digest)
+        .join(&format!("{CACHE_PIN_PREFIX}{}", id.simple()))
+        .expect("a prefixed simple UUID is a valid path component")
+}
+
+const CACHE_PIN_PREFIX: &str = "cache-";
+
+/// True for a pin written by [`cache_pin`].
+pub fn is_cache_pin(p: &StoragePath) -> bool {
+    p.as_str()
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with(CACHE_PIN_PREFIX))
+}
+
 /// `_berth/gc`: one directory per garbage-collection run.
 pub fn gc_runs_root() -> StoragePath {
     path(&["_berth/gc"])
@@ -575,6 +593,7 @@ mod tests {
                 Entry::Upload(r(), id.clone(), "data".into()),
             ),
             (pin(&d(), &uuid::Uuid::new_v4()), Entry::Pin(d())),
+            (cache_pin(&d(), &uuid::Uuid::new_v4()), Entry::Pin(d())),
             (
                 quarantined_blob(&run, &d()),
                 Entry::QuarantinedBlob(run_name.clone(), d()),

@@ -9,6 +9,7 @@ use berth_oci::{Algorithm, Digest, Hasher, Manifest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
+use crate::pins::Holder;
 use crate::{Error, Registry, Result, layout, read_link, write_link};
 
 /// What a manifest PUT stored.
@@ -77,20 +78,21 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest> {
-        self.store_manifest(repo, reference, content_type, body, true)
+        self.store_manifest(Holder::Push, repo, reference, content_type, body)
             .await
     }
 
-    /// Stores a manifest; `check_references` false skips the check that every blob and child
-    /// it references is linked (a pull-through cache stores a manifest before its layers,
-    /// which are fetched when asked for).
+    /// Stores a manifest on behalf of `holder`. For [`Holder::Cache`] the check that every
+    /// blob and child it references is linked is skipped (a pull-through cache stores a
+    /// manifest before its layers, which are fetched when asked for), and its pins are the
+    /// cache's.
     pub(crate) async fn store_manifest(
         &self,
+        holder: Holder,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         body: Bytes,
-        check_references: bool,
     ) -> Result<PutManifest> {
         self.check_writable()?;
         let max = self.options().max_manifest_size;
@@ -123,7 +125,7 @@ impl Registry {
             .map(|d| &d.digest)
             .chain([&digest])
             .collect();
-        let mut lease = self.pin(pinned.iter().copied()).await?;
+        let mut lease = self.pin_for(holder, pinned.iter().copied()).await?;
         let _guard = loop {
             let blobs = manifest
                 .required_blobs()
@@ -141,7 +143,7 @@ impl Registry {
                     async move { Ok((digest, self.revision_exists(repo, digest).await?)) }.boxed()
                 })
                 .collect();
-            let missing = if !check_references {
+            let missing = if holder == Holder::Cache {
                 None
             } else {
                 match first_missing(blobs).await? {
@@ -171,7 +173,7 @@ impl Registry {
                 break guard;
             }
             drop(guard);
-            lease = self.pin(pinned.iter().copied()).await?;
+            lease = self.pin_for(holder, pinned.iter().copied()).await?;
         };
         // With the content durable, the links that do not depend on each other are written
         // together; the tag's `current` link moves only after all of them are durable.

@@ -47,16 +47,40 @@ impl PinLease {
     }
 }
 
+/// Who wrote a pin. Both kinds keep a blob from the garbage collector; only a push's keeps it
+/// from cache eviction, which would otherwise spare everything fetched within a grace period,
+/// since every fill pins what it stores (`proxied` has the argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// An upload, mount or manifest PUT from a client.
+    Push,
+    /// A pull-through cache storing or linking what it fetched.
+    Cache,
+}
+
 impl Registry {
-    /// Pins every digest in `digests` (concurrently) and returns the lease.
+    /// Pins every digest in `digests` (concurrently) for a push and returns the lease.
     pub(crate) async fn pin<'a>(
         &self,
+        digests: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<PinLease> {
+        self.pin_for(Holder::Push, digests).await
+    }
+
+    /// Pins every digest in `digests` (concurrently) on behalf of `holder`.
+    pub(crate) async fn pin_for<'a>(
+        &self,
+        holder: Holder,
         digests: impl IntoIterator<Item = &'a Digest>,
     ) -> Result<PinLease> {
         let at = Instant::now();
         let mut seen = std::collections::HashSet::new();
         let writes = digests.into_iter().filter(|d| seen.insert(*d)).map(|d| {
-            let path = layout::pin(d, &uuid::Uuid::new_v4());
+            let id = uuid::Uuid::new_v4();
+            let path = match holder {
+                Holder::Push => layout::pin(d, &id),
+                Holder::Cache => layout::cache_pin(d, &id),
+            };
             async move { self.driver().touch(&path).await }
         });
         futures_util::future::try_join_all(writes).await?;

@@ -13,13 +13,34 @@
 //! - eviction removes proxied links and then the blob itself the way the garbage collector
 //!   sweeps one (moved aside, pins re-read, deleted or put back), and only when no repository
 //!   outside the cache links it.
+//!
+//! **Why eviction never takes a blob a push is about to reference, yet frees what it just
+//! fetched.** Everything the cache stores or links is pinned as a push's would be, but with
+//! the cache's own pins (`pins::Holder::Cache`); the garbage collector honours both kinds,
+//! eviction only a push's. Evicting B: unlink B from the cache's repositories, look for a link
+//! to B in every repository outside the cache (listed when the eviction pass began), move B
+//! aside at q, re-read B's push pins at s > q (threshold: now − grace, as a collection's), then
+//! delete or put back. A push that references B (upload, mount, manifest PUT in a local
+//! repository) pins at p before it checks B is there and links it:
+//! - its link written before the look is seen, and B is kept;
+//! - otherwise, if p < s, the re-read sees its pin (younger than the grace period, by the
+//!   lease argument in `gc`), and B is put back;
+//! - if p > s, B was already aside when the push looked: the push finds it missing and fails
+//!   cleanly, or (an upload) writes a new `data` the deletion of the quarantined copy does
+//!   not touch.
+//!
+//! The cache's own pins protect nothing from eviction, so a fill or a link that races with
+//! the eviction of the same digest may leave a cached link whose blob is gone. Every cache
+//! read treats that as not cached (a read checks the blob, not only the link) and fetches
+//! again; nothing wrong is ever served.
 
 use std::time::SystemTime;
 
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 
-use crate::{Registry, Result, layout, read_link};
+use crate::pins::Holder;
+use crate::{ByteStream, Registry, Result, layout, read_link};
 
 /// What [`Registry::evict`] did with a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +67,11 @@ impl Registry {
         // Stored by digest first: the digest check happens there, and the tag then moves to
         // a revision that is fully stored, as on a push.
         let by_digest = Reference::Digest(digest.clone());
-        self.store_manifest(repo, &by_digest, None, body.clone(), false)
+        self.store_manifest(Holder::Cache, repo, &by_digest, None, body.clone())
             .await?;
         if let Some(tag) = tag {
             let by_tag = Reference::Tag(tag.clone());
-            self.store_manifest(repo, &by_tag, None, body, false)
+            self.store_manifest(Holder::Cache, repo, &by_tag, None, body)
                 .await?;
         }
         Ok(())
@@ -82,6 +103,17 @@ impl Registry {
             .await
     }
 
+    /// Stores a blob fetched from an upstream into `repo`, verified against `digest` as an
+    /// upload is. Returns its size.
+    pub async fn cache_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        self.push_blob_for(Holder::Cache, repo, digest, body).await
+    }
+
     /// True when the blob store holds `digest` (for any repository).
     pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
         match self.driver().stat(&layout::blob_data(digest)).await {
@@ -100,7 +132,7 @@ impl Registry {
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.pin([digest]).await?;
+        self.pin_for(Holder::Cache, [digest]).await?;
         match self.driver().stat(&layout::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(false),
@@ -112,8 +144,8 @@ impl Registry {
 
     /// Evicts `digest` from the cache: unlinks it (as a layer, and as a manifest with the
     /// tags naming it) from each repository of `cached_in`, then deletes the blob unless one
-    /// of `others` (the repositories outside the cache) links it or a pin younger than the
-    /// garbage collector's grace period names it.
+    /// of `others` (the repositories outside the cache) links it or a push's pin younger than
+    /// the garbage collector's grace period names it (the module doc has the argument).
     pub async fn evict(
         &self,
         digest: &Digest,
@@ -134,11 +166,13 @@ impl Registry {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let run = uuid::Uuid::new_v4();
-        Ok(match self.sweep_blob(&run, digest, threshold).await? {
-            Some(true) => Evicted::Deleted,
-            Some(false) => Evicted::Kept,
-            None => Evicted::Gone,
-        })
+        Ok(
+            match self.sweep_blob(&run, digest, threshold, false).await? {
+                Some(true) => Evicted::Deleted,
+                Some(false) => Evicted::Kept,
+                None => Evicted::Gone,
+            },
+        )
     }
 
     async fn unlink_cached(&self, repo: &RepoName, digest: &Digest) -> Result<()> {

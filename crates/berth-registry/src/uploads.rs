@@ -28,6 +28,7 @@ use berth_storage::FileWriter;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::pins::Holder;
 use crate::{ByteStream, Error, Registry, Result, layout, write_link};
 
 /// An upload session's identifier: a canonical lowercase hyphenated UUID.
@@ -244,6 +245,19 @@ impl Registry {
         digest: &Digest,
         body: Option<ByteStream>,
     ) -> Result<u64> {
+        self.finish_upload_for(Holder::Push, repo, id, digest, body)
+            .await
+    }
+
+    /// [`Registry::finish_upload`], pinning the blob on behalf of `holder`.
+    async fn finish_upload_for(
+        &self,
+        holder: Holder,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
         self.check_writable()?;
         let lock = self.inner.uploads.lock_for(id);
         let mut state = lock.lock().await;
@@ -267,7 +281,7 @@ impl Registry {
             // Pinned before the blob lands or is found already there, so a concurrent garbage
             // collection keeps it for its grace period (see `pins`).
             let committed = async {
-                self.pin([digest]).await?;
+                self.pin_for(holder, [digest]).await?;
                 self.commit_blob(&data, digest).await
             };
             match committed.await {
@@ -348,9 +362,20 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
+        self.push_blob_for(Holder::Push, repo, digest, body).await
+    }
+
+    /// [`Registry::push_blob`], pinning the blob on behalf of `holder`.
+    pub(crate) async fn push_blob_for(
+        &self,
+        holder: Holder,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
         let status = self.start_upload(repo).await?;
         let result = self
-            .finish_upload(repo, &status.id, digest, Some(body))
+            .finish_upload_for(holder, repo, &status.id, digest, Some(body))
             .await;
         if result.is_err() {
             // Nobody can resume a session they were never told about.

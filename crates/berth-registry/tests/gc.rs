@@ -33,12 +33,25 @@ fn gc(delete_untagged: bool, grace_secs: u64) -> GcOptions {
 }
 
 async fn blob(reg: &Registry, repo: &RepoName, data: &str) -> (Digest, usize) {
-    let bytes = Bytes::from(data.to_owned());
-    let digest = Digest::sha256_of(&bytes);
-    let body: berth_registry::ByteStream =
-        Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+    let (digest, body) = stream_of(data);
     reg.push_blob(repo, &digest, body).await.unwrap();
     (digest, data.len())
+}
+
+/// A blob as a pull-through cache stores what it fetched.
+async fn cached_blob(reg: &Registry, repo: &RepoName, data: &str) -> (Digest, usize) {
+    let (digest, body) = stream_of(data);
+    reg.cache_blob(repo, &digest, body).await.unwrap();
+    (digest, data.len())
+}
+
+fn stream_of(data: &str) -> (Digest, berth_registry::ByteStream) {
+    let bytes = Bytes::from(data.to_owned());
+    let digest = Digest::sha256_of(&bytes);
+    (
+        digest,
+        Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+    )
 }
 
 fn image(config: &(Digest, usize), layer: &(Digest, usize), subject: Option<&Bytes>) -> Bytes {
@@ -447,9 +460,9 @@ async fn cached_manifests_evictions_and_check() {
     assert!(kinds(&reg.check(&options).await.unwrap()).is_empty());
 
     // The layer, cached and also pushed to a local repository; the config only cached.
-    let layer = blob(&reg, &cached, "layer").await;
+    let layer = cached_blob(&reg, &cached, "layer").await;
     blob(&reg, &local, "layer").await;
-    let config = blob(&reg, &cached, "{}").await;
+    let config = cached_blob(&reg, &cached, "{}").await;
     let others = [local.clone()];
     use berth_registry::Evicted;
     assert_eq!(
@@ -467,9 +480,29 @@ async fn cached_manifests_evictions_and_check() {
         "unlinked from the cache"
     );
     assert!(reg.stat_blob(&local, &layer.0).await.is_ok());
-    // A pin (here the one a fresh link of it wrote: someone about to reference it) keeps
-    // the config; once the pin has expired, it goes.
-    assert!(reg.link_stored_blob(&cached, &config.0).await.unwrap());
+    // A push's pin keeps a blob even where the link it is about to write is not seen yet
+    // (here a mount into a repository missing from `others`); the cache's own pins, written
+    // when it stores and links what it fetched, do not.
+    let pinned = cached_blob(&reg, &cached, "pinned by a push").await;
+    let newcomer = RepoName::parse("team/new").unwrap();
+    assert!(reg.mount_blob(&newcomer, &cached, &pinned.0).await.unwrap());
+    assert_eq!(
+        reg.evict(&pinned.0, std::slice::from_ref(&cached), &[])
+            .await
+            .unwrap(),
+        Evicted::Kept
+    );
+    assert!(reg.stat_blob(&newcomer, &pinned.0).await.is_ok());
+    let fetched = cached_blob(&reg, &cached, "fetched just now").await;
+    assert!(reg.link_stored_blob(&cached, &fetched.0).await.unwrap());
+    assert_eq!(
+        reg.evict(&fetched.0, std::slice::from_ref(&cached), &[])
+            .await
+            .unwrap(),
+        Evicted::Deleted
+    );
+    assert!(!blob_exists(dir.path(), &fetched.0));
+    // The refused local PUT above pinned the config and the manifest as any push does.
     assert_eq!(
         reg.evict(&config.0, std::slice::from_ref(&cached), &[])
             .await
@@ -477,6 +510,7 @@ async fn cached_manifests_evictions_and_check() {
         Evicted::Kept
     );
     reg.expire_pins(Duration::ZERO).await.unwrap();
+    assert!(reg.link_stored_blob(&cached, &config.0).await.unwrap());
     assert_eq!(
         reg.evict(&config.0, std::slice::from_ref(&cached), &[])
             .await
