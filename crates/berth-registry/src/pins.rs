@@ -34,16 +34,18 @@ pub(crate) struct PinLease {
 }
 
 impl PinLease {
-    /// True while links written now are still covered by the pins.
+    /// True while links written now are still covered by the pins. A zero lease (a grace
+    /// period of 0s, which only offline collection can use safely) covers nothing however
+    /// often the pins are rewritten, so re-pinning would loop forever: it counts as valid.
     pub(crate) fn is_valid(&self) -> bool {
-        self.at.elapsed() < self.lease
+        self.lease.is_zero() || self.at.elapsed() < self.lease
     }
 
     /// True when more than the whole grace period (twice the lease) has passed since
     /// pinning: links written now may have missed a collection that no longer honours the
     /// pins. The safety argument assumes this never happens; it is logged when it does.
     pub(crate) fn overran(&self) -> bool {
-        self.at.elapsed() > self.lease * 2
+        !self.lease.is_zero() && self.at.elapsed() > self.lease * 2
     }
 }
 

@@ -532,3 +532,29 @@ async fn cached_manifests_evictions_and_check() {
             .is_err()
     );
 }
+
+/// A grace period of 0s gives pushes a zero pin lease; a manifest PUT used to re-pin forever
+/// (100 % CPU, no answer). It completes.
+#[tokio::test]
+async fn a_zero_pin_lease_does_not_stall_manifest_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        pin_lease: Duration::ZERO,
+        ..Options::default()
+    };
+    let reg = Registry::new(Arc::new(FsDriver::new(dir.path()).unwrap()), options);
+    let repo = RepoName::parse("team/app").unwrap();
+    let config = blob(&reg, &repo, "{}").await;
+    let layer = blob(&reg, &repo, "layer").await;
+    let tag = Reference::parse("v1").unwrap();
+    let put = reg.put_manifest(
+        &repo,
+        &tag,
+        Some(OCI_MANIFEST),
+        image(&config, &layer, None),
+    );
+    tokio::time::timeout(Duration::from_secs(10), put)
+        .await
+        .expect("the PUT answers")
+        .unwrap();
+}
