@@ -6,19 +6,15 @@
 //! redirects it would); berth does not follow redirects and counts a 3xx as a failure, so
 //! an event is deleted only once an endpoint has said it has it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use berth_client::Connector;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::event::EVENTS_MEDIA_TYPE;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The client every endpoint shares (connections are pooled per host).
 #[derive(Clone)]
@@ -33,41 +29,11 @@ impl Sender {
     /// A client; `tls` loads the system's root certificates. Without any, berth still
     /// starts (as Distribution does): https deliveries then fail, are logged and retried.
     pub fn new(tls: bool) -> Result<Sender, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let native = if tls {
-            match builder.with_provider_and_native_roots(provider.clone()) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        "no system root certificates: https notification endpoints cannot be verified"
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let builder = match native {
-            Some(b) => b,
-            None => {
-                // A TLS configuration that trusts nothing: https endpoints fail to verify.
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("notifications: TLS: {e}"))?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = berth_client::build(berth_client::Options {
+            system_roots: tls,
+            serving: "https notification endpoints",
+            connect_timeout: None,
+        })?;
         Ok(Sender { client })
     }
 

@@ -11,15 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use berth_client::Connector;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Every manifest format berth stores, offered to the upstream so that it answers with the
 /// manifest as pushed (an index stays an index).
@@ -88,29 +85,11 @@ impl UpstreamClient {
         credentials: Option<(String, String)>,
         timeout: Duration,
     ) -> Result<Arc<UpstreamClient>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "proxy: no system root certificates; https upstreams cannot be verified");
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("proxy: TLS: {e}"))?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = berth_client::build(berth_client::Options {
+            system_roots: true,
+            serving: "https upstreams",
+            connect_timeout: Some(timeout),
+        })?;
         Ok(Arc::new(UpstreamClient {
             base: base.trim_end_matches('/').to_owned(),
             credentials,

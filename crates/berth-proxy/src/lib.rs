@@ -864,7 +864,12 @@ impl Proxy {
         // Stored for another repository: linked without fetching it again, once the upstream
         // confirms that this repository has it (a digest is not a right to read).
         match self.registry.blob_stored(digest).await {
-            Ok(true) => return self.link_stored(index, remote, repo, digest, fill).await,
+            Ok(true) => {
+                return self
+                    .link_stored(index, remote, &path, repo, digest, fill)
+                    .await
+                    .unwrap_or_else(failed);
+            }
             Ok(false) => {}
             Err(e) => return failed(e.to_string()),
         }
@@ -953,51 +958,45 @@ impl Proxy {
         }
     }
 
+    /// `run_fill` for a blob stored already: after a HEAD of `path` at the upstream, links
+    /// it. `Err` is why it failed (the caller counts and logs it).
     async fn link_stored(
         &self,
         index: usize,
         remote: &str,
+        path: &str,
         repo: &RepoName,
         digest: &Digest,
         fill: &Arc<Fill>,
-    ) -> Outcome {
+    ) -> std::result::Result<Outcome, String> {
         let upstream = &self.upstreams[index];
-        let path = format!("/v2/{remote}/blobs/{digest}");
-        let failed = |why: String| {
-            upstream.failed(&digest.to_string(), &why);
-            Outcome::Failed(why)
-        };
-        let status = match upstream
-            .client
-            .send(Method::HEAD, &path, remote, None)
-            .await
-        {
+        let status = match upstream.client.send(Method::HEAD, path, remote, None).await {
             Ok(r) => r.status(),
-            Err(Failure::NotFound) => return Outcome::NotFound,
-            Err(Failure::Failed(why)) => return failed(why),
+            Err(Failure::NotFound) => return Ok(Outcome::NotFound),
+            Err(Failure::Failed(why)) => return Err(why),
         };
         if status == StatusCode::NOT_FOUND {
-            return Outcome::NotFound;
+            return Ok(Outcome::NotFound);
         }
         if !status.is_success() {
-            return failed(format!("HEAD {path} answered {status}"));
+            return Err(format!("HEAD {path} answered {status}"));
         }
         let _held = self.digest_lock(digest).lock().await;
         match self.registry.link_stored_blob(repo, digest).await {
             Ok(true) => {}
             // Evicted or collected meanwhile: the next request fetches it.
-            Ok(false) => return failed("the stored copy vanished; try again".into()),
-            Err(e) => return failed(e.to_string()),
+            Ok(false) => return Err("the stored copy vanished; try again".into()),
+            Err(e) => return Err(e.to_string()),
         }
-        match self.registry.stat_blob(repo, digest).await {
-            Ok(size) => {
-                fill.answered(Some(size));
-                self.lru.used(digest, size, repo, index);
-                tracing::info!(upstream = upstream.name(), repository = %repo, %digest, "proxy: blob already stored for another repository, linked");
-                Outcome::Stored
-            }
-            Err(e) => failed(e.to_string()),
-        }
+        let size = self
+            .registry
+            .stat_blob(repo, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        fill.answered(Some(size));
+        self.lru.used(digest, size, repo, index);
+        tracing::info!(upstream = upstream.name(), repository = %repo, %digest, "proxy: blob already stored for another repository, linked");
+        Ok(Outcome::Stored)
     }
 
     /// The tags of a proxied repository: the upstream's, or the cached ones if it fails.
