@@ -201,9 +201,32 @@ impl StorageDriver for TimedDriver {
         r
     }
 
+    // Distribution's actions have no names of their own for these three; they are timed
+    // as the actions they replace.
+    async fn create_empty(&self, path: &StoragePath) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.create_empty(path).await;
+        self.record(StorageAction::Writer, t);
+        r
+    }
+
+    async fn append_to(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        let t = Instant::now();
+        let r = self.inner.append_to(path).await;
+        self.record(StorageAction::Writer, t);
+        r
+    }
+
     async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
         let t = Instant::now();
         let r = self.inner.stat(path).await;
+        self.record(StorageAction::Stat, t);
+        r
+    }
+
+    async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
+        let t = Instant::now();
+        let r = self.inner.stat_file(path).await;
         self.record(StorageAction::Stat, t);
         r
     }
@@ -246,6 +269,13 @@ impl StorageDriver for TimedDriver {
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete(path).await;
+        self.record(StorageAction::Delete, t);
+        r
+    }
+
+    async fn delete_dir(&self, path: &StoragePath) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.delete_dir(path).await;
         self.record(StorageAction::Delete, t);
         r
     }

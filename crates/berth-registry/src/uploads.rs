@@ -151,17 +151,19 @@ impl Registry {
         self.driver()
             .put(&layout::upload_started_at(repo, &id), Bytes::from(started))
             .await?;
-        let writer = self
-            .driver()
-            .writer(&layout::upload_data(repo, &id), false)
+        self.driver()
+            .create_empty(&layout::upload_data(repo, &id))
             .await?;
-        writer.commit().await?;
         Ok(UploadStatus { id, size: 0 })
     }
 
     /// How much of the session has been received.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
-        match self.driver().stat(&layout::upload_data(repo, id)).await {
+        match self
+            .driver()
+            .stat_file(&layout::upload_data(repo, id))
+            .await
+        {
             Ok(m) => Ok(UploadStatus {
                 id: id.clone(),
                 size: m.size,
@@ -199,7 +201,17 @@ impl Registry {
         body: ByteStream,
         state: &mut Option<HashState>,
     ) -> Result<u64> {
-        let current = self.upload_status(repo, id).await?.size;
+        // The writer is opened first: it knows the size, so no separate look at the file.
+        let mut writer = match self
+            .driver()
+            .append_to(&layout::upload_data(repo, id))
+            .await
+        {
+            Ok(w) => w,
+            Err(e) if e.is_not_found() => return Err(Error::UploadUnknown),
+            Err(e) => return Err(e.into()),
+        };
+        let current = writer.size();
         if let Some(start) = start
             && start != current
         {
@@ -216,10 +228,6 @@ impl Registry {
             }
             _ => *state = None,
         }
-        let mut writer = self
-            .driver()
-            .writer(&layout::upload_data(repo, id), true)
-            .await?;
         let pumped = pump(writer.as_mut(), state, body).await;
         let size = writer.size();
         // Commit what arrived even on failure, so the session's size is what a client resuming
@@ -304,7 +312,7 @@ impl Registry {
     /// Moves verified content into the blob store unless an identical blob is already there.
     async fn commit_blob(&self, data: &berth_storage::StoragePath, digest: &Digest) -> Result<()> {
         let target = layout::blob_data(digest);
-        match self.driver().stat(&target).await {
+        match self.driver().stat_file(&target).await {
             // Content-addressed and verified: an existing blob is this content.
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(self.driver().move_to(data, &target).await?),
@@ -338,7 +346,10 @@ impl Registry {
 
     async fn remove_session(&self, repo: &RepoName, id: &UploadId) {
         self.inner.uploads.forget(id);
-        if let Err(e) = self.driver().delete(&layout::upload_dir(repo, id)).await
+        if let Err(e) = self
+            .driver()
+            .delete_dir(&layout::upload_dir(repo, id))
+            .await
             && !e.is_not_found()
         {
             tracing::warn!(error = %e, "could not remove upload session");
@@ -415,7 +426,7 @@ impl Registry {
         self.check_writable()?;
         // Most blobs a client offers to mount are not here at all: answer those without a
         // write or a walk of the repositories.
-        match self.driver().stat(&layout::blob_data(digest)).await {
+        match self.driver().stat_file(&layout::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),

@@ -203,8 +203,29 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// must treat the file as private until [`FileWriter::commit`] returns.
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>>;
 
+    /// Creates an empty file to append to later, at a path where nothing is yet (a new upload
+    /// session's); drivers may skip clearing what a truncating writer would clear.
+    async fn create_empty(&self, path: &StoragePath) -> Result<()> {
+        self.writer(path, false).await?.commit().await
+    }
+
+    /// Opens an existing file to append to it; NotFound (and nothing created) when there is
+    /// none. For callers that would otherwise `stat` it first: object stores answer both
+    /// questions with one look.
+    async fn append_to(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        self.stat_file(path).await?;
+        self.writer(path, true).await
+    }
+
     /// Size, modification time and kind. NotFound when absent.
     async fn stat(&self, path: &StoragePath) -> Result<Metadata>;
+
+    /// [`StorageDriver::stat`] where only a file can be: a driver may skip looking for a
+    /// directory at `path` (on object stores a directory is one more LIST) and report one as
+    /// absent.
+    async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
+        self.stat(path).await
+    }
 
     /// Names of the direct children of a directory, unsorted. NotFound when absent.
     async fn list(&self, path: &StoragePath) -> Result<Vec<String>>;
@@ -242,6 +263,12 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Deletes a file or a whole directory tree. NotFound when absent.
     async fn delete(&self, path: &StoragePath) -> Result<()>;
+
+    /// [`StorageDriver::delete`] of what is known to be a directory: a driver may skip
+    /// looking for a file at `path` itself (on object stores, a HEAD and a LIST).
+    async fn delete_dir(&self, path: &StoragePath) -> Result<()> {
+        self.delete(path).await
+    }
 
     /// Whether [`StorageDriver::redirect_url`] may answer: blob GETs then cost the registry
     /// one link check and a URL, and the bytes flow from the store to the client directly.

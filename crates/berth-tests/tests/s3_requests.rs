@@ -131,7 +131,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "small blob push, monolithic (POST ?digest= with the body)",
         requests: taken(&proxy),
-        bound: 25,
+        bound: 14,
         target: Some(8),
     });
     let other = Bytes::from(content(2, 10 << 10));
@@ -150,7 +150,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "small blob push, as docker does (POST, PATCH, PUT ?digest=)",
         requests: taken(&proxy),
-        bound: 31,
+        bound: 16,
         target: Some(8),
     });
 
@@ -169,7 +169,7 @@ async fn s3_requests_per_operation() {
             rows.push(Row {
                 what: "first PATCH of a chunked upload (5 MiB)",
                 requests,
-                bound: 7,
+                bound: 2,
                 target: Some(3),
             });
         } else {
@@ -180,7 +180,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "each further PATCH (5 MiB), the worst of three",
         requests: worst,
-        bound: 6,
+        bound: 2,
         target: Some(3),
     });
     let big_digest = format!("sha256:{}", berth_tests::hex_of(&berth_tests::sha256(&big)));
@@ -188,7 +188,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "PUT ?digest= closing a 20 MiB chunked upload",
         requests: taken(&proxy),
-        bound: 24,
+        bound: 16,
         target: None,
     });
 
@@ -202,7 +202,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "manifest PUT, new tag",
         requests: taken(&proxy),
-        bound: 19,
+        bound: 18,
         target: None,
     });
     c.put_manifest("team/app", "v2", &manifest).await.unwrap();

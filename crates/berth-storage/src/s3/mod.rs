@@ -591,6 +591,19 @@ fn sdk_io<E: std::error::Error + Send + Sync + 'static>(
     io::Error::new(kind, message)
 }
 
+/// The metadata of a segmented file.
+fn segmented(segments: &[Segment]) -> Metadata {
+    Metadata {
+        size: segments.iter().map(|s| s.size).sum(),
+        modified: segments
+            .iter()
+            .map(|s| s.modified)
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        is_dir: false,
+    }
+}
+
 fn io_err(op: &'static str, path: &StoragePath, e: io::Error) -> StorageError {
     StorageError::from_io(NAME, op, path, e)
 }
@@ -649,6 +662,25 @@ impl StorageDriver for S3Driver {
         Ok(self.read_segments(segments, offset, len))
     }
 
+    async fn create_empty(&self, path: &StoragePath) -> Result<()> {
+        // An empty first segment is an empty segmented file (what an empty commit writes).
+        self.put_object(self.segment_key(path, 0), Bytes::new())
+            .await
+            .map_err(|e| io_err("create", path, e))
+    }
+
+    async fn append_to(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        // Files appended to are segmented: their segments first, a HEAD only without any.
+        let segments = self.segments(path).await?;
+        if !segments.is_empty() {
+            return self.append_writer(path, segments).await;
+        }
+        match self.head(path).await? {
+            Some(plain) => self.append_plain(path, plain).await,
+            None => Err(not_found(path)),
+        }
+    }
+
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>> {
         let plain = self.head(path).await?;
         if !append {
@@ -662,46 +694,28 @@ impl StorageDriver for S3Driver {
             self.delete_keys(path, stale).await?;
             return Ok(Box::new(S3Writer::new(self.clone(), path.clone(), 0, 0)));
         }
-        if let Some((size, modified)) = plain {
-            // An ordinary object becomes the first segment, so appending never rewrites it.
-            let first = Segment {
-                key: self.key(path),
-                offset: 0,
+        match plain {
+            Some(plain) => self.append_plain(path, plain).await,
+            None => {
+                let segments = self.segments(path).await?;
+                self.append_writer(path, segments).await
+            }
+        }
+    }
+
+    async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
+        if let Some((size, modified)) = self.head(path).await? {
+            return Ok(Metadata {
                 size,
                 modified,
-            };
-            self.copy_object(path, &[first], &self.segment_key(path, 0))
-                .await?;
-            self.delete_keys(path, vec![self.key(path)]).await?;
+                is_dir: false,
+            });
         }
         let segments = self.segments(path).await?;
-        let size: u64 = segments.iter().map(|s| s.size).sum();
-        let mut writer = S3Writer::new(self.clone(), path.clone(), size, size);
-        if let Some(last) = segments.last().filter(|s| s.size < MIN_PART) {
-            // Rewrite the short tail with what comes next, so it ends up at least MIN_PART
-            // long (or stays the last segment).
-            let body = self
-                .get_range(&last.key, None)
-                .await
-                .map_err(|e| io_err("read tail", path, e))?;
-            let tail = body
-                .collect()
-                .await
-                .map_err(|e| io_err("read tail", path, io::Error::other(e)))?
-                .into_bytes();
-            if tail.len() as u64 != last.size {
-                return Err(io_err(
-                    "read tail",
-                    path,
-                    io::Error::other("tail segment changed while being read"),
-                ));
-            }
-            writer.buffer_start = last.offset;
-            writer.buffered = tail.len();
-            writer.buffer.push(tail);
+        if segments.is_empty() {
+            return Err(not_found(path));
         }
-        writer.has_segments = !segments.is_empty();
-        Ok(Box::new(writer))
+        Ok(segmented(&segments))
     }
 
     async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
@@ -727,15 +741,7 @@ impl StorageDriver for S3Driver {
         );
         let segments = segments?;
         if !segments.is_empty() {
-            return Ok(Metadata {
-                size: segments.iter().map(|s| s.size).sum(),
-                modified: segments
-                    .iter()
-                    .map(|s| s.modified)
-                    .max()
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                is_dir: false,
-            });
+            return Ok(segmented(&segments));
         }
         let (below, _) = below.map_err(|e| io_err("stat", path, e))?;
         match below.first() {
@@ -819,17 +825,23 @@ impl StorageDriver for S3Driver {
     }
 
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
-        let (source, plain) = match self.head(from).await? {
-            Some((size, modified)) => (
-                vec![Segment {
+        // Most files moved are finished uploads, which are segmented: their segments first,
+        // a HEAD only without any (a plain object and segments of one path are copies of the
+        // same bytes, left by an append interrupted between the two).
+        let segments = self.segments(from).await?;
+        let plain = segments.is_empty();
+        let source = if !plain {
+            segments
+        } else {
+            match self.head(from).await? {
+                Some((size, modified)) => vec![Segment {
                     key: self.key(from),
                     offset: 0,
                     size,
                     modified,
                 }],
-                true,
-            ),
-            None => (self.segments(from).await?, false),
+                None => Vec::new(),
+            }
         };
         if source.is_empty() {
             return Err(not_found(from));
@@ -872,6 +884,18 @@ impl StorageDriver for S3Driver {
         Ok(Some(request.uri().to_owned()))
     }
 
+    async fn delete_dir(&self, path: &StoragePath) -> Result<()> {
+        let (below, _) = self
+            .list_keys(&self.dir_prefix(path), false, None)
+            .await
+            .map_err(|e| io_err("delete", path, e))?;
+        if below.is_empty() {
+            return Err(not_found(path));
+        }
+        self.delete_keys(path, below.into_iter().map(|o| o.key).collect())
+            .await
+    }
+
     async fn delete(&self, path: &StoragePath) -> Result<()> {
         let root = path.as_str().is_empty() && self.inner.prefix.is_empty();
         let dir_prefix = self.dir_prefix(path);
@@ -907,6 +931,66 @@ impl StorageDriver for S3Driver {
             return Err(not_found(path));
         }
         self.delete_keys(path, keys).await
+    }
+}
+
+impl S3Driver {
+    /// Appending to a plain object: it becomes the first segment, so appending never
+    /// rewrites it.
+    async fn append_plain(
+        &self,
+        path: &StoragePath,
+        (size, modified): (u64, SystemTime),
+    ) -> Result<Box<dyn FileWriter>> {
+        let first = Segment {
+            key: self.key(path),
+            offset: 0,
+            size,
+            modified,
+        };
+        self.copy_object(path, &[first], &self.segment_key(path, 0))
+            .await?;
+        self.delete_keys(path, vec![self.key(path)]).await?;
+        let segments = self.segments(path).await?;
+        self.append_writer(path, segments).await
+    }
+
+    /// A writer appending after `segments`.
+    async fn append_writer(
+        &self,
+        path: &StoragePath,
+        segments: Vec<Segment>,
+    ) -> Result<Box<dyn FileWriter>> {
+        let size: u64 = segments.iter().map(|s| s.size).sum();
+        let mut writer = S3Writer::new(self.clone(), path.clone(), size, size);
+        if let Some(last) = segments.last().filter(|s| s.size == 0) {
+            // An empty tail (a new session's) is simply rewritten: nothing to read back.
+            writer.buffer_start = last.offset;
+        } else if let Some(last) = segments.last().filter(|s| s.size < MIN_PART) {
+            // Rewrite the short tail with what comes next, so it ends up at least MIN_PART
+            // long (or stays the last segment).
+            let body = self
+                .get_range(&last.key, None)
+                .await
+                .map_err(|e| io_err("read tail", path, e))?;
+            let tail = body
+                .collect()
+                .await
+                .map_err(|e| io_err("read tail", path, io::Error::other(e)))?
+                .into_bytes();
+            if tail.len() as u64 != last.size {
+                return Err(io_err(
+                    "read tail",
+                    path,
+                    io::Error::other("tail segment changed while being read"),
+                ));
+            }
+            writer.buffer_start = last.offset;
+            writer.buffered = tail.len();
+            writer.buffer.push(tail);
+        }
+        writer.has_segments = !segments.is_empty();
+        Ok(Box::new(writer))
     }
 }
 

@@ -186,6 +186,53 @@ pub async fn writers_append_and_readers_range(d: Driver) {
     assert_eq!(read(&d, &p("t/w/plain"), 1, Some(4)).await, b"bcde");
 }
 
+/// `append_to`, `stat_file` and `delete_dir`: the cheaper questions a caller asks when it knows
+/// whether it expects a file or a directory.
+pub async fn looks_that_know_what_they_expect(d: Driver) {
+    let f = p("t/known/session/data");
+    // Appending to nothing creates nothing.
+    assert!(d.append_to(&f).await.err().unwrap().is_not_found());
+    assert!(d.stat(&f).await.err().unwrap().is_not_found());
+    assert!(d.stat_file(&f).await.err().unwrap().is_not_found());
+    d.create_empty(&f).await.unwrap();
+    assert_eq!(d.stat_file(&f).await.unwrap().size, 0);
+    assert_eq!(read(&d, &f, 0, None).await, b"");
+    for (piece, size) in [(&b"abc"[..], 3), (&b"defg"[..], 7)] {
+        let mut w = d.append_to(&f).await.unwrap();
+        assert_eq!(w.size(), size - piece.len() as u64);
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        w.commit().await.unwrap();
+        let m = d.stat_file(&f).await.unwrap();
+        assert_eq!((m.size, m.is_dir), (size, false));
+    }
+    assert_eq!(read(&d, &f, 0, None).await, b"abcdefg");
+    // A plain object is appended to as well.
+    let plain = p("t/known/session/plain");
+    d.put(&plain, Bytes::from_static(b"xy")).await.unwrap();
+    assert_eq!(d.stat_file(&plain).await.unwrap().size, 2);
+    let mut w = d.append_to(&plain).await.unwrap();
+    assert_eq!(w.size(), 2);
+    w.write(Bytes::from_static(b"z")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(read(&d, &plain, 0, None).await, b"xyz");
+    // A moved segmented file is one whole file at its target.
+    let target = p("t/known/blob");
+    d.move_to(&f, &target).await.unwrap();
+    assert_eq!(d.stat_file(&target).await.unwrap().size, 7);
+    assert_eq!(read(&d, &target, 0, None).await, b"abcdefg");
+    // The directory goes with everything in it.
+    d.delete_dir(&p("t/known/session")).await.unwrap();
+    assert!(d.stat(&plain).await.err().unwrap().is_not_found());
+    assert!(
+        d.delete_dir(&p("t/known/session"))
+            .await
+            .err()
+            .unwrap()
+            .is_not_found()
+    );
+    d.delete(&p("t/known")).await.unwrap();
+}
+
 /// Large appends in uneven pieces across several writers, read back whole and in ranges, then
 /// moved into place: what an upload session spread over replicas does. `unit` is the driver's
 /// buffering unit (S3's chunk size), so the sizes straddle its boundaries.
@@ -350,5 +397,6 @@ pub async fn run_all(d: Driver, unit: usize) {
     fresh_stamps_are_exact(d.clone()).await;
     writers_append_and_readers_range(d.clone()).await;
     large_appends_and_move(d.clone(), unit).await;
+    looks_that_know_what_they_expect(d.clone()).await;
     deletes(d).await;
 }
