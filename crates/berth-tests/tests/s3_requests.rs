@@ -150,7 +150,7 @@ async fn s3_requests_per_operation() {
     rows.push(Row {
         what: "small blob push, as docker does (POST, PATCH, PUT ?digest=)",
         requests: taken(&proxy),
-        bound: 16,
+        bound: 15,
         target: Some(8),
     });
 

@@ -20,8 +20,9 @@
 //!
 //! Invariant: every segment but the last holds at least [`MIN_PART`] (5 MiB) bytes, S3's
 //! minimum for a non-final multipart part. A writer flushes a segment every `chunksize` bytes;
-//! when it opens a file whose last segment is shorter than 5 MiB it reads that tail (at most
-//! 5 MiB, the only bytes ever read back) and rewrites it, longer, under the same key.
+//! when it appends to a file whose last segment is shorter than 5 MiB it reads that tail back
+//! before its first new byte (at most 5 MiB, the only bytes ever read back) and rewrites it,
+//! longer, under the same key.
 //! Overwriting a key is atomic, and the new segment begins with the old one's bytes, so a
 //! crash at any point leaves a consistent prefix of what was written.
 //!
@@ -963,31 +964,14 @@ impl S3Driver {
     ) -> Result<Box<dyn FileWriter>> {
         let size: u64 = segments.iter().map(|s| s.size).sum();
         let mut writer = S3Writer::new(self.clone(), path.clone(), size, size);
-        if let Some(last) = segments.last().filter(|s| s.size == 0) {
-            // An empty tail (a new session's) is simply rewritten: nothing to read back.
+        if let Some(last) = segments.last().filter(|s| s.size < MIN_PART) {
+            // The short tail is rewritten with what comes next, so it ends up at least
+            // MIN_PART long (or stays the last segment). It is read back only once something
+            // comes: an append of nothing (a PUT closing an upload) reads nothing.
             writer.buffer_start = last.offset;
-        } else if let Some(last) = segments.last().filter(|s| s.size < MIN_PART) {
-            // Rewrite the short tail with what comes next, so it ends up at least MIN_PART
-            // long (or stays the last segment).
-            let body = self
-                .get_range(&last.key, None)
-                .await
-                .map_err(|e| io_err("read tail", path, e))?;
-            let tail = body
-                .collect()
-                .await
-                .map_err(|e| io_err("read tail", path, io::Error::other(e)))?
-                .into_bytes();
-            if tail.len() as u64 != last.size {
-                return Err(io_err(
-                    "read tail",
-                    path,
-                    io::Error::other("tail segment changed while being read"),
-                ));
+            if last.size > 0 {
+                writer.tail = Some((last.key.clone(), last.size));
             }
-            writer.buffer_start = last.offset;
-            writer.buffered = tail.len();
-            writer.buffer.push(tail);
         }
         writer.has_segments = !segments.is_empty();
         Ok(Box::new(writer))

@@ -20,6 +20,8 @@ pub(super) struct S3Writer {
     pub(super) has_segments: bool,
     /// Whether bytes were written since the last flush (a re-read tail alone is not news).
     dirty: bool,
+    /// The short last segment (key, size) the buffer must start with, not read back yet.
+    pub(super) tail: Option<(String, u64)>,
     in_flight: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
@@ -34,8 +36,36 @@ impl S3Writer {
             size,
             has_segments: false,
             dirty: false,
+            tail: None,
             in_flight: None,
         }
+    }
+
+    /// Reads back the short last segment into the buffer, before the first new byte.
+    async fn load_tail(&mut self) -> Result<()> {
+        let Some((key, size)) = self.tail.take() else {
+            return Ok(());
+        };
+        let body = self
+            .driver
+            .get_range(&key, None)
+            .await
+            .map_err(|e| io_err("read tail", &self.path, e))?;
+        let tail = body
+            .collect()
+            .await
+            .map_err(|e| io_err("read tail", &self.path, io::Error::other(e)))?
+            .into_bytes();
+        if tail.len() as u64 != size {
+            return Err(io_err(
+                "read tail",
+                &self.path,
+                io::Error::other("tail segment changed while being read"),
+            ));
+        }
+        self.buffered = tail.len();
+        self.buffer.push(tail);
+        Ok(())
     }
 
     async fn wait_in_flight(&mut self) -> Result<()> {
@@ -69,6 +99,10 @@ impl S3Writer {
 #[async_trait]
 impl FileWriter for S3Writer {
     async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.load_tail().await?;
         self.size += chunk.len() as u64;
         let chunk_size = self.driver.inner.chunk_size;
         while !chunk.is_empty() {
