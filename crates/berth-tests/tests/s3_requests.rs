@@ -198,27 +198,23 @@ async fn s3_requests_per_operation() {
         "s3 requests",
         false,
     );
-    c.put_manifest("team/app", "v1", &manifest).await.unwrap();
-    rows.push(Row {
-        what: "manifest PUT, new tag",
-        requests: taken(&proxy),
-        bound: 18,
-        target: None,
-    });
-    c.put_manifest("team/app", "v2", &manifest).await.unwrap();
-    rows.push(Row {
-        what: "manifest PUT, same manifest under another new tag",
-        requests: taken(&proxy),
-        bound: 16,
-        target: None,
-    });
-    c.put_manifest("team/app", "v1", &manifest).await.unwrap();
-    rows.push(Row {
-        what: "manifest PUT, re-tag (tag exists, same manifest)",
-        requests: taken(&proxy),
-        bound: 16,
-        target: None,
-    });
+    for (tag, what, bound) in [
+        ("v1", "manifest PUT, new tag", 18),
+        (
+            "v2",
+            "manifest PUT, same manifest under another new tag",
+            16,
+        ),
+        ("v1", "manifest PUT, re-tag (tag exists, same manifest)", 16),
+    ] {
+        c.put_manifest("team/app", tag, &manifest).await.unwrap();
+        rows.push(Row {
+            what,
+            requests: taken(&proxy),
+            bound,
+            target: None,
+        });
+    }
     // Past the link cache's lifetime, so the list reaches storage.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     taken(&proxy);
