@@ -2,9 +2,10 @@
 # Installs the external tools that berth's end-to-end tests and benchmarks
 # drive (tests/e2e): real registry clients (skopeo, podman, docker), the
 # reference registry (CNCF Distribution, Debian's docker-registry), umoci to
-# build test images without network, and curl/jq/wrk/hyperfine. CI machines
-# start without them, so CI runs this first. Idempotent: it only calls apt
-# (and `apt-get update`) when a package is missing. Debian 12, as root.
+# build test images without network, nginx (the load balancer of
+# scripts/cluster.sh) and curl/jq/wrk/hyperfine. CI machines start without
+# them, so CI runs this first. Idempotent: it only calls apt (and `apt-get
+# update`) when a package is missing. Debian 12, as root.
 #
 # usage: scripts/install-deps.sh
 
@@ -24,6 +25,8 @@ PACKAGES=(
     cgroupfs-mount
     # image.sh: the image's CA bundle, and systemd-analyze for contrib/systemd/berth.service
     ca-certificates systemd
+    # cluster.sh (scripts/ and tests/e2e/): the load balancer in front of three replicas
+    nginx
 )
 
 if ((EUID != 0)); then

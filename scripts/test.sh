@@ -3,7 +3,8 @@
 # on a fresh Debian machine (and builds Garage, an S3 server, once), then: format and lint
 # checks, unit and HTTP integration tests (the storage driver suite against the filesystem
 # and against Garage), end-to-end tests driving real clients (skopeo, podman, docker) and
-# Distribution, on the filesystem and on S3 with three replicas, and a bounded fuzzing run of
+# Distribution, on the filesystem and on S3 with three replicas (and a cluster of three Garage
+# nodes and three replicas behind nginx, killed node by node), and a bounded fuzzing run of
 # every parser that sees client input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +43,11 @@ step "end-to-end tests with real clients"
 [ -x target/debug/berth ] || cargo build -p berth
 BERTH_BIN="$PWD/target/debug/berth" tests/e2e/run.sh
 
-step "end-to-end tests with berth on S3 (Garage), and three replicas on one bucket"
+step "end-to-end tests with berth on S3 (Garage), three replicas on one bucket, and a cluster under faults"
+# cluster: scripts/cluster.sh's three Garage nodes, three replicas and nginx, with Garage nodes
+# and replicas killed during pushes (its own Garage, not the one above).
 BERTH_STORAGE=s3 BERTH_BIN="$PWD/target/debug/berth" \
-    tests/e2e/run.sh berth skopeo podman docker s3_replicas
+    tests/e2e/run.sh berth skopeo podman docker s3_replicas cluster
 
 step "fuzzing every parser that sees client input (30 s each)"
 scripts/fuzz.sh 30

@@ -6,10 +6,11 @@
 #
 # usage: tests/e2e/run.sh [berth|distribution] [TEST...]
 #   TEST: walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls image proxy
-#         (default: all), or s3_replicas
+#         (default: all), or s3_replicas, cluster
 #   E2E_TIMEOUT: seconds allowed per test script (default 600)
 #   BERTH_STORAGE=s3: registries store in the S3 bucket BERTH_TEST_S3_* names
-#     (scripts/garage.sh env) instead of a directory; s3_replicas needs it.
+#     (scripts/garage.sh env) instead of a directory; s3_replicas needs it. cluster starts
+#     its own three Garage nodes, three replicas and nginx (scripts/cluster.sh) either way.
 
 set -euo pipefail
 
