@@ -110,6 +110,9 @@ struct RunArgs {
     /// Repositories those manifests are spread over.
     #[arg(long, default_value_t = 10)]
     manifest_repos: usize,
+    /// Run only the manifest PUT phase (new tags, then re-tags).
+    #[arg(long)]
+    only_manifest_puts: bool,
     /// Requests in flight while pushing repositories, tags and manifests.
     #[arg(long, default_value_t = 16)]
     push_concurrency: usize,
@@ -207,6 +210,7 @@ impl RunArgs {
                 .max(0.0),
             spaced_samples: self.spaced_samples.unwrap_or(if q { 2 } else { 5 }),
             spacing_secs: self.spacing_secs.max(0.0),
+            only_manifest_puts: self.only_manifest_puts,
             idle_wait_secs: self.idle_wait_secs.unwrap_or(if q { 2.0 } else { 5.0 }),
         }
     }

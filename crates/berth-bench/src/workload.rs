@@ -40,6 +40,8 @@ pub struct Workload {
     pub spaced_samples: usize,
     pub spacing_secs: f64,
     pub idle_wait_secs: f64,
+    /// Only the manifest PUT phase (new tags, then re-tags).
+    pub only_manifest_puts: bool,
 }
 
 /// The repository and tag every start-up measurement GETs: the first populated manifest.
@@ -169,6 +171,9 @@ async fn listing(
 
 pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Result<()> {
     reg.wait_ready(Duration::from_secs(30)).await?;
+    if w.only_manifest_puts {
+        return manifest_puts(reg, w, out).await;
+    }
 
     // --- Large blobs: monolithic push, chunked push (median of `push_runs`, fresh content
     // each time, so no run finds its blob already stored), then pulls of one of them. ---
@@ -445,45 +450,8 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
     )
     .await?;
 
-    // --- Manifests for the start-up measurement. ---
-    phase("populating manifests");
-    let per_repo = w.manifests.div_ceil(w.manifest_repos.max(1));
-    let mut bases = Vec::new();
-    for r in 0..w.manifest_repos {
-        let repo = format!("bench/p{r:02}");
-        bases.push(push_image_blobs(reg, &repo, 5000 + r as u64, 1024).await?);
-    }
-    let bases = &bases;
-    let t = Instant::now();
-    stream::iter(0..w.manifests)
-        .map(|i| async move {
-            let r = i / per_repo;
-            let (config, layer) = &bases[r];
-            let body = oci_manifest(config, layer, i as u64);
-            reg.put_manifest(
-                &format!("bench/p{r:02}"),
-                &format!("t{:05}", i % per_repo),
-                OCI_MANIFEST,
-                &body,
-            )
-            .await
-        })
-        .buffer_unordered(w.push_concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .context("populating manifests")?;
-    let secs = t.elapsed().as_secs_f64();
-    out.emit(
-        "manifest_put_rate",
-        &format!(
-            "manifest PUT, {} distinct in {} repos, {} at a time",
-            w.manifests, w.manifest_repos, w.push_concurrency
-        ),
-        w.manifests as f64 / secs,
-        "req/s",
-        Better::Higher,
-        json!({ "manifests": w.manifests, "seconds": secs }),
-    );
+    // --- Manifests for the start-up measurement, new tags then re-tags. ---
+    manifest_puts(reg, w, out).await?;
 
     // --- Idle memory after all of that. ---
     phase("idle RSS");
@@ -497,5 +465,56 @@ pub async fn run(reg: &Registry, pid: u32, w: &Workload, out: &Emitter) -> Resul
         Better::Lower,
         json!({ "waited_s": w.idle_wait_secs }),
     );
+    Ok(())
+}
+
+/// `w.manifests` distinct manifests over `w.manifest_repos` repositories, `w.push_concurrency`
+/// at a time: first each under a new tag (the rate CI cares about: every build pushes a new
+/// tag), then as many new manifests moving those same tags (a re-tag: `latest`, `main`).
+/// Two rows, since the two write different sets of files.
+async fn manifest_puts(reg: &Registry, w: &Workload, out: &Emitter) -> Result<()> {
+    phase("manifest PUTs");
+    let per_repo = w.manifests.div_ceil(w.manifest_repos.max(1));
+    let mut bases = Vec::new();
+    for r in 0..w.manifest_repos {
+        let repo = format!("bench/p{r:02}");
+        bases.push(push_image_blobs(reg, &repo, 5000 + r as u64, 1024).await?);
+    }
+    let bases = &bases;
+    for (pass, metric, what) in [
+        (0, "manifest_put_rate", "new tags"),
+        (1, "manifest_retag_rate", "tags that exist"),
+    ] {
+        let t = Instant::now();
+        stream::iter(0..w.manifests)
+            .map(|i| async move {
+                let r = i / per_repo;
+                let (config, layer) = &bases[r];
+                let body = oci_manifest(config, layer, (pass * w.manifests + i) as u64);
+                reg.put_manifest(
+                    &format!("bench/p{r:02}"),
+                    &format!("t{:05}", i % per_repo),
+                    OCI_MANIFEST,
+                    &body,
+                )
+                .await
+            })
+            .buffer_unordered(w.push_concurrency)
+            .try_collect::<Vec<()>>()
+            .await
+            .with_context(|| format!("manifest PUTs, {what}"))?;
+        let secs = t.elapsed().as_secs_f64();
+        out.emit(
+            metric,
+            &format!(
+                "manifest PUT, {what}: {} distinct in {} repos, {} at a time",
+                w.manifests, w.manifest_repos, w.push_concurrency
+            ),
+            w.manifests as f64 / secs,
+            "req/s",
+            Better::Higher,
+            json!({ "manifests": w.manifests, "seconds": secs }),
+        );
+    }
     Ok(())
 }
