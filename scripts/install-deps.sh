@@ -2,9 +2,13 @@
 # Installs the external tools that berth's end-to-end tests and benchmarks
 # drive (tests/e2e): real registry clients (skopeo, podman, docker), the
 # reference registry (CNCF Distribution, Debian's docker-registry), umoci to
-# build test images without network, and curl/jq/wrk/hyperfine. CI machines
+# build test images without network, and curl/jq/wrk/hyperfine; for the web
+# UI's browser tests (tests/e2e/ui.sh) Debian's chromium and Playwright from
+# PyPI in a virtualenv at $BERTH_E2E_VENV (/opt/berth-e2e/venv; Playwright
+# drives /usr/bin/chromium, so `playwright install` is never run). CI machines
 # start without them, so CI runs this first. Idempotent: it only calls apt
-# (and `apt-get update`) when a package is missing. Debian 12, as root.
+# (and `apt-get update`) when a package is missing, and pip only when the
+# virtualenv lacks Playwright. Debian 12, as root.
 #
 # usage: scripts/install-deps.sh
 
@@ -24,7 +28,28 @@ PACKAGES=(
     cgroupfs-mount
     # image.sh: the image's CA bundle, and systemd-analyze for contrib/systemd/berth.service
     ca-certificates systemd
+    # ui.sh: the browser, and a virtualenv for Playwright (Debian's pip refuses system installs)
+    chromium python3-venv
 )
+
+# Playwright's Python package, pinned: its driver speaks to the Chromium above.
+PLAYWRIGHT_VERSION=1.65.3
+VENV=${BERTH_E2E_VENV:-/opt/berth-e2e/venv}
+
+# install_playwright: the virtualenv with Playwright, unless it is there already.
+install_playwright() {
+    if "$VENV/bin/python" -c 'import playwright' 2>/dev/null; then
+        echo "install-deps.sh: playwright already installed in $VENV"
+        return 0
+    fi
+    echo "install-deps.sh: installing playwright $PLAYWRIGHT_VERSION into $VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+    "$VENV/bin/python" -c 'import playwright' || {
+        echo "install-deps.sh: playwright did not install" >&2
+        exit 1
+    }
+}
 
 if ((EUID != 0)); then
     echo "install-deps.sh: must run as root (apt-get)" >&2
@@ -42,6 +67,7 @@ done
 
 if ((${#missing[@]} == 0)); then
     echo "install-deps.sh: all packages already installed"
+    install_playwright
     exit 0
 fi
 
@@ -71,4 +97,5 @@ for p in "${missing[@]}"; do
         exit 1
     }
 done
+install_playwright
 echo "install-deps.sh: done"
