@@ -120,13 +120,13 @@ pub(crate) async fn handle(state: &AppState, request: Request) -> Response {
         ("/ui", _) => redirect("/ui/"),
         ("/ui/static/ui.css", &Method::GET) => asset(CSS, "text/css; charset=utf-8"),
         ("/ui/static/ui.js", &Method::GET) => asset(JS, "text/javascript; charset=utf-8"),
-        ("/ui/", &Method::GET) => repositories(state, &request).await,
-        ("/ui/storage", &Method::GET) => storage(state, &request).await,
+        ("/ui/", &Method::GET) => repositories(state, request).await,
+        ("/ui/storage", &Method::GET) => storage(state, request).await,
         (p, &Method::GET) if p.starts_with("/ui/r/") => {
             let rest = &p["/ui/r/".len()..];
             match rest.rsplit_once('@') {
-                Some((name, reference)) => manifest(state, &request, name, reference).await,
-                None => repository(state, &request, rest).await,
+                Some((name, reference)) => manifest(state, request, name, reference).await,
+                None => repository(state, request, rest).await,
             }
         }
         (p, &Method::GET | &Method::POST) if p.starts_with("/ui/delete/") => {
