@@ -3,9 +3,13 @@
 # drive (tests/e2e): real registry clients (skopeo, podman, docker), the
 # reference registry (CNCF Distribution, Debian's docker-registry), umoci to
 # build test images without network, nginx (the load balancer of
-# scripts/cluster.sh) and curl/jq/wrk/hyperfine. CI machines start without
-# them, so CI runs this first. Idempotent: it only calls apt (and `apt-get
-# update`) when a package is missing. Debian 12, as root.
+# scripts/cluster.sh) and curl/jq/wrk/hyperfine; for the web UI's browser
+# tests (tests/e2e/ui.sh) Debian's chromium and Playwright from PyPI in a
+# virtualenv at $BERTH_E2E_VENV (/opt/berth-e2e/venv; Playwright drives
+# /usr/bin/chromium, so `playwright install` is never run). CI machines start
+# without them, so CI runs this first. Idempotent: it only calls apt (and
+# `apt-get update`) when a package is missing, and pip only when the
+# virtualenv lacks Playwright. Debian 12, as root.
 #
 # usage: scripts/install-deps.sh
 
@@ -27,7 +31,28 @@ PACKAGES=(
     ca-certificates systemd
     # cluster.sh (scripts/ and tests/e2e/): the load balancer in front of three replicas
     nginx
+    # ui.sh: the browser, and a virtualenv for Playwright (Debian's pip refuses system installs)
+    chromium python3-venv
 )
+
+# Playwright's Python package, pinned: its driver speaks to the Chromium above.
+PLAYWRIGHT_VERSION=1.65.3
+VENV=${BERTH_E2E_VENV:-/opt/berth-e2e/venv}
+
+# install_playwright: the virtualenv with Playwright, unless it is there already.
+install_playwright() {
+    if "$VENV/bin/python" -c 'import playwright' 2>/dev/null; then
+        echo "install-deps.sh: playwright already installed in $VENV"
+        return 0
+    fi
+    echo "install-deps.sh: installing playwright $PLAYWRIGHT_VERSION into $VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+    "$VENV/bin/python" -c 'import playwright' || {
+        echo "install-deps.sh: playwright did not install" >&2
+        exit 1
+    }
+}
 
 if ((EUID != 0)); then
     echo "install-deps.sh: must run as root (apt-get)" >&2
@@ -45,6 +70,7 @@ done
 
 if ((${#missing[@]} == 0)); then
     echo "install-deps.sh: all packages already installed"
+    install_playwright
     exit 0
 fi
 
@@ -74,4 +100,5 @@ for p in "${missing[@]}"; do
         exit 1
     }
 done
+install_playwright
 echo "install-deps.sh: done"

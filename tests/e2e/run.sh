@@ -6,7 +6,7 @@
 #
 # usage: tests/e2e/run.sh [berth|distribution] [TEST...]
 #   TEST: walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls image proxy
-#         (default: all), or s3_replicas, cluster
+#         ui (default: all), or s3_replicas, cluster
 #   E2E_TIMEOUT: seconds allowed per test script (default 600)
 #   BERTH_STORAGE=s3: registries store in the S3 bucket BERTH_TEST_S3_* names
 #     (scripts/garage.sh env) instead of a directory; s3_replicas needs it. cluster starts
@@ -27,7 +27,7 @@ case $kind in
 esac
 tests=("$@")
 if ((${#tests[@]} == 0)); then
-    tests=(walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls image proxy)
+    tests=(walkthrough_curl skopeo podman docker containerd interop gc_untagged gc auth_tls image proxy ui)
 fi
 echo "run.sh: storage: ${BERTH_STORAGE:-filesystem}"
 

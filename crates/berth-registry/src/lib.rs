@@ -8,6 +8,7 @@
 //! [`StoragePath`]: berth_storage::StoragePath
 
 mod blobs;
+mod browse;
 mod cache;
 mod check;
 mod error;
@@ -29,6 +30,10 @@ use std::sync::Arc;
 use berth_storage::StorageDriver;
 
 pub use blobs::BlobRead;
+pub use browse::{
+    History, ImageConfig, RepositorySummary, RuntimeConfig, SUMMARY_MAX_TAGS, StorageSummary,
+    TagInfo,
+};
 pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};

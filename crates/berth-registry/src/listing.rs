@@ -90,7 +90,7 @@ impl Registry {
 
     /// Every tag of a repository, sorted; directories that are not valid tags are skipped.
     /// Reused from the cache while the `tags` directory's stamp says nothing changed.
-    async fn tag_names(&self, repo: &RepoName) -> Result<Arc<Vec<String>>> {
+    pub(crate) async fn tag_names(&self, repo: &RepoName) -> Result<Arc<Vec<String>>> {
         let dir = layout::tags_dir(repo);
         let dirs = std::slice::from_ref(&dir);
         if let Some(Some(stamp)) = self.driver().stamps(dirs).await.pop()

@@ -27,6 +27,11 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
+    /// The registry error it renders.
+    pub(crate) fn error(&self) -> &Error {
+        &self.error
+    }
+
     /// Adds a header to the rendered error.
     pub(crate) fn with_header(mut self, name: impl Into<HeaderName>, value: String) -> Self {
         self.headers.push((name.into(), value));

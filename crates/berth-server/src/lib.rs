@@ -21,6 +21,7 @@ mod observe;
 mod referrers;
 mod serve;
 pub mod tls;
+mod ui;
 mod uploads;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use connections::Limits;
 pub use error::ApiError;
 pub use observe::{X_REQUEST_ID, metrics_router};
 pub use serve::{ServeOptions, serve, serve_with};
+pub use ui::UiOptions;
 
 /// HTTP settings from the `http` section of the configuration.
 #[derive(Debug, Clone)]
@@ -67,6 +69,8 @@ pub struct HttpOptions {
     pub notifier: Option<berth_notify::Notifier>,
     /// `proxy`: the pull-through cache, for the repositories its upstreams serve.
     pub proxy: Option<Arc<berth_proxy::Proxy>>,
+    /// `ui` (berth's own): the web UI at `/ui/` ([`ui`]).
+    pub ui: UiOptions,
 }
 
 impl Default for HttpOptions {
@@ -84,6 +88,7 @@ impl Default for HttpOptions {
             metrics: None,
             notifier: None,
             proxy: None,
+            ui: UiOptions::default(),
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct AppState {
     catalog_max_entries: usize,
     /// `/readyz`'s storage probe ([`health`]).
     readiness: Arc<health::Readiness>,
+    /// The web UI's own state ([`ui`]).
+    ui: Arc<ui::UiState>,
 }
 
 /// The whole HTTP application: mount it on any listener.
@@ -105,6 +112,7 @@ pub fn app(registry: Registry, http: HttpOptions) -> axum::Router {
         catalog_max_entries: http.catalog_max_entries.max(1),
         http: Arc::new(http),
         readiness: Arc::default(),
+        ui: Arc::default(),
     };
     // The probes for Kubernetes, beside `dispatch`: no auth, no health gate, no request log.
     let probes = axum::Router::new()
@@ -180,7 +188,11 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
             }
             None => error::not_found(),
         },
-        None if path == "/" => StatusCode::OK.into_response(),
+        // The web UI: its pages are authorized by the same `authorize` (ui/mod.rs).
+        None if ui::owns(&path) => ui::handle(&state, request).await,
+        // A browser asking for `/` is sent to the UI; API clients get the empty 200.
+        None if path == "/" => ui::root_redirect(&state, request.headers())
+            .unwrap_or_else(|| StatusCode::OK.into_response()),
         None => error::not_found(),
     };
     let headers = response.headers_mut();
@@ -271,20 +283,7 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     use endpoint::Endpoint as E;
     let method = request.method().clone();
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let notify =
-        state.http.notifier.as_ref().map(|n| {
-            notify::Notify::new(n, &request, caller.as_ref(), &state.http.trusted_proxies)
-        });
-    let ctx = Ctx {
-        state,
-        headers: request.headers().clone(),
-        tls: request.extensions().get::<ServedOverTls>().is_some(),
-        authority: request.uri().authority().map(|a| a.to_string()),
-        query,
-        caller,
-        notify,
-    };
+    let ctx = Ctx::new(state, &request, caller);
     // Every handler's body is drained if the handler refuses it unread (see `body.rs`).
     let body = body::drain_on_drop(request.into_body());
     // A repository that mirrors an upstream is read-only here, as Distribution's proxy is.
@@ -333,7 +332,24 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServedOverTls;
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of `request`, from `caller`'s point of view.
+    fn new(state: &'a AppState, request: &Request, caller: Option<auth::Caller>) -> Ctx<'a> {
+        let notify =
+            state.http.notifier.as_ref().map(|n| {
+                notify::Notify::new(n, request, caller.as_ref(), &state.http.trusted_proxies)
+            });
+        Ctx {
+            state,
+            headers: request.headers().clone(),
+            tls: request.extensions().get::<ServedOverTls>().is_some(),
+            authority: request.uri().authority().map(|a| a.to_string()),
+            query: request.uri().query().unwrap_or("").to_owned(),
+            caller,
+            notify,
+        }
+    }
+
     /// Whether the caller may see `repository` in the catalog (always, without auth).
     fn may_list(&self, repository: &str) -> bool {
         match (&self.state.http.auth, &self.caller) {

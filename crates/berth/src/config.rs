@@ -40,6 +40,23 @@ pub struct Config {
     pub notifications: Notifications,
     /// `proxy`: the pull-through cache (`berth-proxy`).
     pub proxy: Proxy,
+    /// `ui` (berth's own): the web UI at `/ui/`.
+    pub ui: Ui,
+}
+
+/// `ui` (berth's own section): the web UI, on unless `enabled: false`
+/// (`REGISTRY_UI_ENABLED=false`).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Ui {
+    #[serde(deserialize_with = "yaml11_bool")]
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui { enabled: true }
+    }
 }
 
 /// `proxy`: Distribution's one upstream for the whole registry (`remoteurl`, `username`,
@@ -1179,6 +1196,16 @@ mod tests {
         .to_string();
         assert!(e.contains("storage.delete.enabled"), "{e}");
         assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn the_ui_is_on_unless_switched_off() {
+        assert!(load_str("version: 0.1\n", &[]).unwrap().config.ui.enabled);
+        let off = load_str("version: 0.1\nui:\n  enabled: false\n", &[]).unwrap();
+        assert!(!off.config.ui.enabled);
+        assert!(off.warnings.is_empty(), "{:?}", off.warnings);
+        let env = load_str("version: 0.1\n", &[("REGISTRY_UI_ENABLED", "false")]).unwrap();
+        assert!(!env.config.ui.enabled);
     }
 
     #[test]

@@ -404,6 +404,10 @@ async fn run(
         access_log: !config.log.accesslog.disabled,
         metrics: metrics.clone(),
         proxy,
+        ui: berth_server::UiOptions {
+            enabled: config.ui.enabled,
+            gc_grace_period: config.storage.maintenance.garbagecollect.graceperiod,
+        },
     };
 
     let maintenance = &config.storage.maintenance;

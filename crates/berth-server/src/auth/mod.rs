@@ -146,6 +146,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Who the caller is, for display: the htpasswd user or the token's subject.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User(u) => Some(u),
+            Caller::Token(g) => Some(g.subject.as_str()).filter(|s| !s.is_empty()),
+        }
+    }
+
     fn user(&self) -> Option<&str> {
         match self {
             Caller::Anonymous | Caller::Token(_) => None,
@@ -262,7 +271,26 @@ impl Auth {
         need: &Need<'_>,
     ) -> Result<Caller, Response> {
         let caller = self.authenticate(headers, peer, need).await?;
-        let allowed = match (need, &caller) {
+        let allowed = self.permits(&caller, need);
+        match caller {
+            _ if allowed => Ok(caller),
+            Caller::Anonymous => Err(self.challenge(need, "authentication required", None)),
+            Caller::Token(grant) => {
+                tracing::debug!(subject = ?grant.subject, "token lacks the scope");
+                Err(self.challenge(
+                    need,
+                    "the token does not grant this access",
+                    Some("insufficient_scope"),
+                ))
+            }
+            Caller::User(_) => Err(denied(need)),
+        }
+    }
+
+    /// Whether an authenticated `caller` has what `need` asks for: the judgement
+    /// [`Auth::authorize`] makes, without refusing. The web UI asks it which buttons to show.
+    pub fn permits(&self, caller: &Caller, need: &Need<'_>) -> bool {
+        match (need, caller) {
             (Need::Login, c) => !matches!(c, Caller::Anonymous),
             (Need::Catalog, Caller::Token(grant)) => grant.allows_catalog(),
             (Need::Catalog, c) => !matches!(c, Caller::Anonymous),
@@ -278,19 +306,16 @@ impl Auth {
             (Need::Repository { name, actions }, c) => {
                 actions.iter().all(|a| self.allows(c, name, *a))
             }
-        };
-        match caller {
-            _ if allowed => Ok(caller),
-            Caller::Anonymous => Err(self.challenge(need, "authentication required", None)),
-            Caller::Token(grant) => {
-                tracing::debug!(subject = ?grant.subject, "token lacks the scope");
-                Err(self.challenge(
-                    need,
-                    "the token does not grant this access",
-                    Some("insufficient_scope"),
-                ))
-            }
-            Caller::User(_) => Err(denied(need)),
+        }
+    }
+
+    /// The realm of a Basic challenge, when passwords are checked here (htpasswd, with or
+    /// without the token server): browsers can answer only a Basic challenge, so the web UI
+    /// sends one. `None` with an external token server, which berth cannot log anyone into.
+    pub fn basic_realm(&self) -> Option<&str> {
+        match &self.method {
+            Method_::Htpasswd { realm, .. } => Some(realm),
+            Method_::Token(_) => None,
         }
     }
 

@@ -18,5 +18,6 @@ mod mount;
 mod names;
 mod read_only;
 mod referrers;
+mod ui;
 mod uploads;
 mod urls;
