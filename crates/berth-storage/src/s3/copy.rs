@@ -7,6 +7,10 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::*;
 
+/// One part of a multipart copy: the source piece's key and size, and the inclusive byte
+/// range of it (`None`: the whole piece).
+type PartSource = (String, u64, Option<(u64, u64)>);
+
 impl S3Driver {
     pub(super) fn copy_source(&self, key: &str) -> String {
         format!("{}/{}", self.inner.bucket, percent_encode(key))
@@ -32,11 +36,10 @@ impl S3Driver {
                 .map_err(|e| io_err("copy", path, sdk_io(e)))?;
             return Ok(());
         }
-        let parts: Vec<(String, u64, Option<(u64, u64)>)> =
-            plan_parts(source.iter().map(|s| s.size))
-                .into_iter()
-                .map(|(idx, range)| (source[idx].key.clone(), source[idx].size, range))
-                .collect();
+        let parts: Vec<PartSource> = plan_parts(source.iter().map(|s| s.size))
+            .into_iter()
+            .map(|(idx, range)| (source[idx].key.clone(), source[idx].size, range))
+            .collect();
         if parts.len() > MAX_PARTS {
             return Err(io_err(
                 "copy",
