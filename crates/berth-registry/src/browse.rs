@@ -169,20 +169,20 @@ impl Registry {
         if let Ok(manifest) = Manifest::parse(&read.body, Some(&read.media_type)) {
             if manifest.kind.is_index() {
                 for child in &manifest.manifests {
-                    size += child.size;
+                    size = size.saturating_add(child.size);
                     if let Ok(m) = self
                         .get_manifest(repo, &Reference::Digest(child.digest.clone()))
                         .await
                         && let Ok(m) = Manifest::parse(&m.body, Some(&m.media_type))
                     {
-                        size += m.required_blobs().map(|d| d.size).sum::<u64>();
+                        size = size.saturating_add(sizes_of(m.required_blobs()));
                     }
                     if let Some(p) = child.platform.as_ref().and_then(platform_of) {
                         platforms.push(p);
                     }
                 }
             } else {
-                size += manifest.required_blobs().map(|d| d.size).sum::<u64>();
+                size = size.saturating_add(sizes_of(manifest.required_blobs()));
                 if let Some(config) = &manifest.config
                     && let Ok(Some(c)) = self.image_config(repo, &config.digest).await
                     && let Some(p) = c.platform()
@@ -260,7 +260,7 @@ impl Registry {
             summary.last_push = summary.last_push.max(pushed);
             for (digest, size) in blobs {
                 if seen.insert(digest) {
-                    summary.size += size;
+                    summary.size = summary.size.saturating_add(size);
                 }
             }
         }
@@ -340,6 +340,12 @@ impl Registry {
         }
         Ok(summary)
     }
+}
+
+/// The sum of descriptors' sizes, saturating: a manifest's sizes are its pusher's claims, and
+/// a page must not wrap (or panic) on absurd ones.
+fn sizes_of<'a>(descriptors: impl Iterator<Item = &'a berth_oci::Descriptor>) -> u64 {
+    descriptors.fold(0u64, |total, d| total.saturating_add(d.size))
 }
 
 #[cfg(test)]

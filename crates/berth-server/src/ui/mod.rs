@@ -291,6 +291,24 @@ async fn authorize(
     }
 }
 
+/// Whether `repository` mirrors an upstream: read-only here, as the API's `handle` has it.
+fn mirrored(state: &AppState, repository: &str) -> bool {
+    state
+        .http
+        .proxy
+        .as_ref()
+        .is_some_and(|proxy| proxy.route(repository).is_some())
+}
+
+/// Whether the viewer may pull from `repository`: what the API asks before it shows any of
+/// the repository's content (tags, sizes, times).
+fn may_pull(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
+    match (&state.http.auth, &viewer.caller) {
+        (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
+        _ => true,
+    }
+}
+
 /// Whether the viewer may see `repository` in lists (the catalog's filter).
 fn may_list(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
     match (&state.http.auth, &viewer.caller) {
@@ -303,7 +321,7 @@ fn may_list(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
 /// buttons are shown only then.
 fn may_delete(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
     let options = state.registry.options();
-    if !options.delete_enabled || options.read_only {
+    if !options.delete_enabled || options.read_only || mirrored(state, repository) {
         return false;
     }
     let endpoint = Endpoint::Manifest {
@@ -385,7 +403,12 @@ async fn repositories(state: &AppState, request: &Parts) -> Response {
         .iter()
         .map(|name| {
             let name = (*name).clone();
+            let viewer = &viewer;
             async move {
+                // Names are the catalog's; what is in a repository is for those who may pull.
+                if !may_pull(state, viewer, &name) {
+                    return None;
+                }
                 let repo = RepoName::parse(&name).ok()?;
                 state.registry.repository_summary(&repo).await.ok()
             }
@@ -796,7 +819,7 @@ async fn manifest(state: &AppState, request: &Parts, name: &str, raw: &str) -> R
                     .flatten();
                 body.push_str(&config_section(config, image_config.as_ref()));
             }
-            let total: u64 = m.layers.iter().map(|l| l.size).sum();
+            let total = m.layers.iter().fold(0u64, |t, l| t.saturating_add(l.size));
             let _ = write!(
                 body,
                 "<section aria-labelledby=\"layers-h\"><h2 id=\"layers-h\">Layers</h2>\
@@ -1006,7 +1029,8 @@ fn config_section(
 /// Whether a POST may be acted on: not sent by another site. Browsers send `Sec-Fetch-Site`
 /// (and `Origin` on every POST); a client that sends neither (curl) is not a browser a page
 /// could drive.
-fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(request: &Parts) -> bool {
+    let headers = &request.headers;
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site")
         && !matches!(site, "same-origin" | "none")
@@ -1017,6 +1041,8 @@ fn same_origin(headers: &HeaderMap) -> bool {
         let host = text("x-forwarded-host")
             .and_then(|h| h.split(',').next())
             .or_else(|| text("host"))
+            // HTTP/2 carries the host as `:authority`, which lands in the URI, not `Host`.
+            .or_else(|| request.uri.authority().map(|a| a.as_str()))
             .map(str::trim);
         let origin_host = origin.split_once("://").map(|(_, h)| h);
         return host.is_some() && origin_host == host;
@@ -1047,12 +1073,19 @@ async fn delete(state: &AppState, request: &Parts, form: Body, name: &str, raw: 
         Ok(r) => r,
         Err(e) => return error_page(e),
     };
+    if mirrored(state, name) {
+        return message_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Read-only mirror",
+            "This repository mirrors an upstream registry (proxy): delete at the upstream instead.",
+        );
+    }
     let reference = match Reference::parse(raw) {
         Ok(r) => r,
         Err(e) => return error_page(berth_registry::Error::ReferenceInvalid(e).into()),
     };
     if method == Method::POST {
-        if !same_origin(&request.headers) {
+        if !same_origin(request) {
             return message_page(
                 StatusCode::FORBIDDEN,
                 "Refused",
@@ -1094,13 +1127,18 @@ async fn delete(state: &AppState, request: &Parts, form: Body, name: &str, raw: 
         Ok(d) => d.to_string(),
         Err(e) => return error_page(e.into()),
     };
+    // What a tag points at is the pull side's to know; delete rights alone do not tell it.
+    let points_at = if may_pull(state, &viewer, name) {
+        format!("it points at <code>{}</code>; ", esc(&target))
+    } else {
+        String::new()
+    };
     let what = match &reference {
         Reference::Tag(t) => format!(
-            "the tag <strong>{}</strong> of <strong>{}</strong> (it points at <code>{}</code>; \
+            "the tag <strong>{}</strong> of <strong>{}</strong> ({points_at}\
              the manifest stays, reachable by digest and by any other tag)",
             esc(t.as_str()),
             esc(name),
-            esc(&target)
         ),
         Reference::Digest(d) => format!(
             "the manifest <code>{}</code> of <strong>{}</strong>, and every tag that points at it",
@@ -1168,7 +1206,7 @@ async fn storage(state: &AppState, request: &Parts) -> Response {
         Ok(all) => all,
         Err(e) => return error_page(e.into()),
     };
-    if !all.iter().all(|r| may_list(state, &viewer, r)) {
+    if !all.iter().all(|r| may_pull(state, &viewer, r)) {
         return message_page(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -1255,15 +1293,21 @@ async fn storage(state: &AppState, request: &Parts) -> Response {
         body.push_str(
             "<section aria-labelledby=\"uploads-h\"><h2 id=\"uploads-h\">Uploads in flight</h2>\
              <div class=\"scroll\"><table id=\"upload-sessions\"><thead><tr>\
-             <th scope=\"col\">Repository</th><th scope=\"col\">Session</th>\
+             <th scope=\"col\">Repository</th>\
              <th scope=\"col\" class=\"num\">Received</th></tr></thead><tbody>",
         );
-        for (repo, id, size) in &summary.uploads {
+        // No session id: with push rights on the repository, an id is enough to append to
+        // or cancel the upload, and the API never lists them. A repository holding only an
+        // upload is not in the catalog, so its name is shown only to who may pull it.
+        for (repo, _id, size) in &summary.uploads {
+            let repo = if may_pull(state, &viewer, repo) {
+                esc(repo)
+            } else {
+                "—".to_owned()
+            };
             let _ = write!(
                 body,
-                "<tr><th scope=\"row\">{}</th><td><code>{}</code></td>{}</tr>",
-                esc(repo),
-                esc(id),
+                "<tr><th scope=\"row\">{repo}</th>{}</tr>",
                 size_cell(*size, "")
             );
         }
@@ -1318,13 +1362,30 @@ mod tests {
 
     #[test]
     fn posts_from_other_sites_are_refused() {
-        let headers = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
+        let request = |uri: &str, pairs: &[(&'static str, &'static str)]| {
+            let mut builder = http::Request::builder().method(Method::POST).uri(uri);
             for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
+                builder = builder.header(*k, HeaderValue::from_static(v));
             }
-            h
+            builder
+                .body(())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_parts()
+                .0
         };
+        let headers = |pairs: &[(&'static str, &'static str)]| request("/ui/x", pairs);
+        // HTTP/2: no Host header, the host is the URI's authority.
+        assert!(same_origin(&request(
+            "https://reg:5000/ui/x",
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://reg:5000")
+            ]
+        )));
+        assert!(!same_origin(&request(
+            "https://reg:5000/ui/x",
+            &[("origin", "https://evil.example")]
+        )));
         assert!(same_origin(&headers(&[])), "curl sends neither header");
         assert!(same_origin(&headers(&[
             ("sec-fetch-site", "same-origin"),
