@@ -65,11 +65,13 @@ impl Default for UiOptions {
     }
 }
 
-/// The UI's own state: the last garbage-collection dry run, reused for a minute so reloading
-/// the storage page does not walk and read the whole store each time.
+/// The UI's own state: the last garbage-collection dry run and storage totals, reused for a
+/// while so reloading the storage page (or many loading it at once: they queue behind one
+/// walk) does not walk and read the whole store each time.
 #[derive(Default)]
 pub(crate) struct UiState {
     gc: tokio::sync::Mutex<Option<(Instant, Result<GcDryRun, String>)>>,
+    summary: tokio::sync::Mutex<Option<(Instant, berth_registry::StorageSummary)>>,
 }
 
 #[derive(Clone)]
@@ -80,6 +82,9 @@ struct GcDryRun {
     blobs_spared: usize,
     took: Duration,
 }
+
+/// How long storage totals are shown before the store is walked again.
+const SUMMARY_REUSE: Duration = Duration::from_secs(10);
 
 /// How long a dry run's result is shown before another runs.
 const GC_DRY_RUN_REUSE: Duration = Duration::from_secs(60);
@@ -1167,6 +1172,20 @@ async fn delete(state: &AppState, request: &Parts, form: Body, name: &str, raw: 
 
 // ----------------------------------------------------------------------- storage --
 
+async fn storage_summary(
+    state: &AppState,
+) -> berth_registry::Result<berth_registry::StorageSummary> {
+    let mut last = state.ui.summary.lock().await;
+    if let Some((at, summary)) = last.as_ref()
+        && at.elapsed() < SUMMARY_REUSE
+    {
+        return Ok(summary.clone());
+    }
+    let summary = state.registry.storage_summary().await?;
+    *last = Some((Instant::now(), summary.clone()));
+    Ok(summary)
+}
+
 async fn gc_dry_run(state: &AppState) -> Result<GcDryRun, String> {
     let mut last = state.ui.gc.lock().await;
     if let Some((at, result)) = last.as_ref()
@@ -1213,7 +1232,7 @@ async fn storage(state: &AppState, request: &Parts) -> Response {
             "The storage page shows totals over every repository: it needs pull access to all of them.",
         );
     }
-    let (summary, gc) = tokio::join!(state.registry.storage_summary(), gc_dry_run(state));
+    let (summary, gc) = tokio::join!(storage_summary(state), gc_dry_run(state));
     let summary = match summary {
         Ok(s) => s,
         Err(e) => return error_page(e.into()),
