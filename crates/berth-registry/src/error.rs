@@ -119,7 +119,10 @@ impl Error {
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Corrupt { .. } => ErrorCode::Unknown,
             Error::Upstream(_) => ErrorCode::Unavailable,
-            Error::Storage(e) if e.is_out_of_space() => ErrorCode::Unavailable,
+            // 503 and not 500: clients (docker, containerd) retry it, and it is the truth.
+            Error::Storage(e) if e.is_out_of_space() || e.is_unavailable() => {
+                ErrorCode::Unavailable
+            }
             Error::Storage(_) => ErrorCode::Unknown,
         }
     }

@@ -117,6 +117,13 @@ impl StorageError {
         matches!(self, StorageError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull
             || source.raw_os_error() == Some(28))
     }
+
+    /// True when the storage could not be reached or said it cannot serve now (an object
+    /// store's 5xx or timeout after retries): worth retrying later, unlike a broken setup.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if matches!(source.kind(),
+            io::ErrorKind::ResourceBusy | io::ErrorKind::TimedOut))
+    }
 }
 
 /// Result alias for driver operations.

@@ -279,3 +279,37 @@ async fn s3_requests_per_operation() {
     }
     assert!(over.is_empty(), "over their bounds:\n{}", over.join("\n"));
 }
+
+/// A bucket that answers 5xx (Garage without its quorum, S3 throttling) or cannot be reached,
+/// after the SDK's retries, is a 503 UNAVAILABLE to the client, which docker and containerd
+/// retry; not a 500 that says the registry is broken. Served again once the bucket is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_cannot_serve_now_is_unavailable_not_an_internal_error() {
+    use berth_tests::client::Fail;
+    use berth_tests::faulty::{Fault, Rule};
+    let Some(server) = s3_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Faulty::start(server).await.unwrap();
+    let berth = berth_on_s3(dir.path(), &proxy, true);
+    let c = Client::new(&berth.base()).unwrap();
+    let small = Bytes::from(content(4, 1 << 10));
+    c.push_blob("team/down", &small, UploadKind::Monolithic, &|_| {})
+        .await
+        .unwrap();
+    let expect_503 = |result: Result<Vec<String>, Fail>, why: &str| match result {
+        Err(Fail::Status { status, body, .. }) => {
+            assert_eq!(status, 503, "{why}: {body}");
+            assert!(body.contains("UNAVAILABLE"), "{why}: {body}");
+        }
+        other => panic!("{why}: expected a 503, got {other:?}"),
+    };
+    proxy.set(Rule::all(Fault::Status(503)));
+    expect_503(c.tags("team/down").await, "the bucket answers 503");
+    proxy.clear();
+    proxy.refuse().await;
+    expect_503(c.tags("team/down").await, "the bucket refuses connections");
+    proxy.listen_again().await.unwrap();
+    c.push_blob("team/down", &small, UploadKind::Monolithic, &|_| {})
+        .await
+        .unwrap();
+}

@@ -587,6 +587,13 @@ fn sdk_io<E: std::error::Error + Send + Sync + 'static>(
         Some(404) if message.contains("NoSuchBucket") => io::ErrorKind::Other,
         Some(404) => io::ErrorKind::NotFound,
         Some(416) => io::ErrorKind::InvalidInput,
+        // The server is there but cannot serve now (Garage without its quorum while a node
+        // dies, S3 throttling), after the SDK's own retries: unavailable, not broken.
+        Some(500 | 502 | 503 | 504) => io::ErrorKind::ResourceBusy,
+        // No answer at all, after the retries: unreachable or too slow.
+        None if matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) => {
+            io::ErrorKind::TimedOut
+        }
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, message)
