@@ -105,6 +105,24 @@ pub struct AppState {
     ui: Arc<ui::UiState>,
 }
 
+impl AppState {
+    /// Whether `caller` may see `repository` in the catalog (always, without auth).
+    fn may_list(&self, caller: Option<&auth::Caller>, repository: &str) -> bool {
+        match (&self.http.auth, caller) {
+            (Some(auth), Some(caller)) => auth.may_list(caller, repository),
+            _ => true,
+        }
+    }
+
+    /// Whether `caller` may pull `repository` (always, without auth).
+    fn may_pull(&self, caller: Option<&auth::Caller>, repository: &str) -> bool {
+        match (&self.http.auth, caller) {
+            (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
+            _ => true,
+        }
+    }
+}
+
 /// The whole HTTP application: mount it on any listener.
 pub fn app(registry: Registry, http: HttpOptions) -> axum::Router {
     let state = AppState {
@@ -352,18 +370,12 @@ impl<'a> Ctx<'a> {
 
     /// Whether the caller may see `repository` in the catalog (always, without auth).
     fn may_list(&self, repository: &str) -> bool {
-        match (&self.state.http.auth, &self.caller) {
-            (Some(auth), Some(caller)) => auth.may_list(caller, repository),
-            _ => true,
-        }
+        self.state.may_list(self.caller.as_ref(), repository)
     }
 
     /// Whether the caller may pull `repository` (always, without auth).
     fn may_pull(&self, repository: &str) -> bool {
-        match (&self.state.http.auth, &self.caller) {
-            (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
-            _ => true,
-        }
+        self.state.may_pull(self.caller.as_ref(), repository)
     }
 
     /// Whether the catalog must be filtered for this caller.

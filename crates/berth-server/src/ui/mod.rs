@@ -308,18 +308,12 @@ fn mirrored(state: &AppState, repository: &str) -> bool {
 /// Whether the viewer may pull from `repository`: what the API asks before it shows any of
 /// the repository's content (tags, sizes, times).
 fn may_pull(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
-    match (&state.http.auth, &viewer.caller) {
-        (Some(auth), Some(caller)) => auth.allows(caller, repository, auth::Action::Pull),
-        _ => true,
-    }
+    state.may_pull(viewer.caller.as_ref(), repository)
 }
 
 /// Whether the viewer may see `repository` in lists (the catalog's filter).
 fn may_list(state: &AppState, viewer: &Viewer, repository: &str) -> bool {
-    match (&state.http.auth, &viewer.caller) {
-        (Some(auth), Some(caller)) => auth.may_list(caller, repository),
-        _ => true,
-    }
+    state.may_list(viewer.caller.as_ref(), repository)
 }
 
 /// Whether the viewer may delete in `repository` and deleting is enabled: the delete
