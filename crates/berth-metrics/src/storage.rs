@@ -201,6 +201,27 @@ impl StorageDriver for TimedDriver {
         r
     }
 
+    async fn stat_whole(&self, path: &StoragePath) -> Result<Metadata> {
+        let t = Instant::now();
+        let r = self.inner.stat_whole(path).await;
+        self.record(StorageAction::Stat, t);
+        r
+    }
+
+    async fn move_before_delete(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.move_before_delete(from, to).await;
+        self.record(StorageAction::Move, t);
+        r
+    }
+
+    async fn publisher(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        let t = Instant::now();
+        let r = self.inner.publisher(path).await;
+        self.record(StorageAction::Writer, t);
+        r
+    }
+
     // Distribution's actions have no names of their own for these three; they are timed
     // as the actions they replace.
     async fn create_empty(&self, path: &StoragePath) -> Result<()> {

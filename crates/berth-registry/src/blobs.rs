@@ -43,7 +43,7 @@ impl Registry {
                 digest: digest.clone(),
             });
         }
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(m) => Ok(m.size),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown {
                 digest: digest.clone(),

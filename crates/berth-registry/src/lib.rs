@@ -86,6 +86,7 @@ struct Inner {
     uploads: uploads::Sessions,
     caches: cache::Caches,
     manifest_locks: Vec<tokio::sync::RwLock<()>>,
+    pins: pins::Recent,
 }
 
 /// Stripes of the per-repository manifest lock: enough that unrelated repositories rarely
@@ -104,6 +105,7 @@ impl Registry {
                 manifest_locks: (0..MANIFEST_LOCK_STRIPES)
                     .map(|_| tokio::sync::RwLock::new(()))
                     .collect(),
+                pins: pins::Recent::default(),
             }),
         }
     }

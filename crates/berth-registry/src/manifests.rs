@@ -161,7 +161,7 @@ impl Registry {
 
             let guard = self.lock_manifests_shared(repo).await;
             let data = layout::blob_data(&digest);
-            match self.driver().stat_file(&data).await {
+            match self.driver().stat_whole(&data).await {
                 Ok(m) if m.size == body.len() as u64 => {}
                 Ok(_) => self.driver().put(&data, body.clone()).await?,
                 Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
@@ -254,7 +254,7 @@ impl Registry {
         if !linked {
             return Ok(false);
         }
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),

@@ -16,6 +16,13 @@
 //! [`Registry::expire_pins`] with twice the grace period (safe while no collection run
 //! lasts longer than a grace period), so that a registry that never collects garbage keeps
 //! one empty file per blob referenced recently, not one per reference ever made.
+//!
+//! A pin this process wrote moments ago serves the next operation on the same blob too (CI
+//! pushes image after image on one base, and its layers are pinned by every manifest PUT):
+//! the operation's lease then runs from that pin's writing, not from its own start, so it is
+//! no less protected than its first user, and it must still write its links within the lease.
+//! Pins are reused only within a short window (an eighth of a lease, at most 30 s), so an
+//! operation that reuses one keeps most of its lease.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +31,50 @@ use berth_storage::FileInfo;
 use futures_util::StreamExt;
 
 use crate::{Registry, Result, layout};
+
+/// The part of a lease during which a pin just written is reused instead of written again:
+/// an eighth, so an operation reusing a pin keeps at least seven eighths of its lease, and
+/// never more than [`REUSE_MAX`], so that a collection run by hand with a grace period shorter
+/// than the server's is not made less safe by more than that.
+const REUSE_FRACTION: u32 = 8;
+const REUSE_MAX: Duration = Duration::from_secs(30);
+
+/// Entries kept before those too old to reuse are dropped.
+const RECENT_PRUNE_AT: usize = 4096;
+
+/// The pins this process wrote recently: when, by holder and digest.
+#[derive(Default)]
+pub(crate) struct Recent {
+    written: std::sync::Mutex<std::collections::HashMap<(Holder, Digest), Instant>>,
+}
+
+impl Recent {
+    /// When a pin of `digest` that `holder` may rely on was written, if within `window`. A
+    /// push's pin serves the cache too (it protects more), not the other way round.
+    fn reusable(&self, holder: Holder, digest: &Digest, window: Duration) -> Option<Instant> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |h: Holder| {
+            written
+                .get(&(h, digest.clone()))
+                .copied()
+                .filter(|at| at.elapsed() < window)
+        };
+        match holder {
+            Holder::Push => fresh(Holder::Push),
+            Holder::Cache => fresh(Holder::Cache).max(fresh(Holder::Push)),
+        }
+    }
+
+    fn wrote(&self, holder: Holder, digests: &[&Digest], at: Instant, window: Duration) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.len() >= RECENT_PRUNE_AT {
+            written.retain(|_, when| when.elapsed() < window);
+        }
+        for d in digests {
+            written.insert((holder, (*d).clone()), at);
+        }
+    }
+}
 
 /// When this process pinned a set of digests. A pin protects its blobs for the collector's
 /// grace period; the operation must write its links well within it, so it re-pins when the
@@ -52,7 +103,7 @@ impl PinLease {
 /// Who wrote a pin. Both kinds keep a blob from the garbage collector; only a push's keeps it
 /// from cache eviction, which would otherwise spare everything fetched within a grace period,
 /// since every fill pins what it stores (`proxied` has the argument).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Holder {
     /// An upload, mount or manifest PUT from a client.
     Push,
@@ -75,9 +126,19 @@ impl Registry {
         holder: Holder,
         digests: impl IntoIterator<Item = &'a Digest>,
     ) -> Result<PinLease> {
-        let at = Instant::now();
+        let now = Instant::now();
+        let lease = self.options().pin_lease;
+        let window = (lease / REUSE_FRACTION).min(REUSE_MAX);
+        let mut at = now;
         let mut seen = std::collections::HashSet::new();
-        let writes = digests.into_iter().filter(|d| seen.insert(*d)).map(|d| {
+        let mut missing = Vec::new();
+        for d in digests.into_iter().filter(|d| seen.insert(*d)) {
+            match self.inner.pins.reusable(holder, d, window) {
+                Some(written) => at = at.min(written),
+                None => missing.push(d),
+            }
+        }
+        let writes = missing.iter().map(|d| {
             let id = uuid::Uuid::new_v4();
             let path = match holder {
                 Holder::Push => layout::pin(d, &id),
@@ -86,10 +147,8 @@ impl Registry {
             async move { self.driver().touch(&path).await }
         });
         futures_util::future::try_join_all(writes).await?;
-        Ok(PinLease {
-            at,
-            lease: self.options().pin_lease,
-        })
+        self.inner.pins.wrote(holder, &missing, now, window);
+        Ok(PinLease { at, lease })
     }
 }
 

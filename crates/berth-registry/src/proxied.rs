@@ -116,7 +116,7 @@ impl Registry {
 
     /// True when the blob store holds `digest` (for any repository).
     pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
@@ -127,13 +127,13 @@ impl Registry {
     /// is. False when the blob is not stored.
     pub async fn link_stored_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         self.check_writable()?;
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         self.pin_for(Holder::Cache, [digest]).await?;
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),

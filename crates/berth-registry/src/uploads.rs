@@ -17,6 +17,12 @@
 //! Hashing state is kept in memory per session, keyed by the offset it covers; when it is
 //! missing or stale (another process served the previous chunk, or a restart) the data file is
 //! re-read and hashed from the start, so correctness never depends on the cache.
+//!
+//! A blob pushed in one request (`POST ?digest=` with the body) needs no session: nobody can
+//! resume it. Its bytes stream into a driver publisher at the blob's own place, hashed on the
+//! way, and are published there only once the digest matches (a rename on the filesystem, one
+//! PutObject or a completed multipart upload on S3); a crash or a mismatch leaves nothing
+//! visible. On S3 that is three requests (pin, object, link) instead of a session's dozen.
 
 use std::collections::HashMap;
 use std::io;
@@ -310,12 +316,15 @@ impl Registry {
     }
 
     /// Moves verified content into the blob store unless an identical blob is already there.
+    /// The session's directory is removed next, whatever happens here.
     async fn commit_blob(&self, data: &berth_storage::StoragePath, digest: &Digest) -> Result<()> {
         let target = layout::blob_data(digest);
-        match self.driver().stat_file(&target).await {
+        match self.driver().stat_whole(&target).await {
             // Content-addressed and verified: an existing blob is this content.
             Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(self.driver().move_to(data, &target).await?),
+            Err(e) if e.is_not_found() => {
+                Ok(self.driver().move_before_delete(data, &target).await?)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -384,15 +393,32 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
-        let status = self.start_upload(repo).await?;
-        let result = self
-            .finish_upload_for(holder, repo, &status.id, digest, Some(body))
-            .await;
-        if result.is_err() {
-            // Nobody can resume a session they were never told about.
-            self.remove_session(repo, &status.id).await;
+        self.check_writable()?;
+        // No session: nobody can resume an upload they were never told about, so the bytes go
+        // straight to the blob's place, hashed on the way, and appear there only if they match.
+        let mut writer = self.driver().publisher(&layout::blob_data(digest)).await?;
+        let mut state = Some(HashState {
+            offset: 0,
+            hasher: Hasher::new(digest.algorithm()),
+        });
+        pump(writer.as_mut(), &mut state, body).await?;
+        let size = writer.size();
+        let actual = match state {
+            Some(s) if s.offset == size => s.hasher.finish(),
+            _ => return Err(Error::UploadInvalid("hashing stopped".into())),
+        };
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
-        result
+        // Pinned before the blob appears (see `pins`), so a concurrent garbage collection
+        // keeps it for its grace period.
+        self.pin_for(holder, [digest]).await?;
+        writer.commit().await?;
+        self.link_layer(repo, digest).await?;
+        Ok(size)
     }
 
     /// Links `digest` from repository `from` into `repo` without copying. Returns false when
@@ -426,7 +452,7 @@ impl Registry {
         self.check_writable()?;
         // Most blobs a client offers to mount are not here at all: answer those without a
         // write or a walk of the repositories.
-        match self.driver().stat_file(&layout::blob_data(digest)).await {
+        match self.driver().stat_whole(&layout::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),

@@ -227,6 +227,13 @@ impl Drop for TempGuard {
     }
 }
 
+/// Where a write to `dir/name` stages its content: a leading dot and a random suffix, so
+/// never a valid link or blob name and never shared between concurrent writers of the same
+/// target ([`StorageDriver::temporaries`] finds those a crash left).
+fn temporary_beside(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
 fn put_atomic(target: &Path, content: &[u8]) -> io::Result<()> {
     let dir = target
         .parent()
@@ -236,9 +243,7 @@ fn put_atomic(target: &Path, content: &[u8]) -> io::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::other("no file name"))?;
-    // A leading dot and a random suffix: never a valid link or blob name, never shared
-    // between concurrent writers of the same target.
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = temporary_beside(dir, name);
     let mut guard = TempGuard(Some(tmp.clone()));
     let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     f.write_all(content)?;
@@ -351,7 +356,32 @@ impl StorageDriver for FsDriver {
         })
         .await
         .map_err(|e| Self::err("open", path, e))?;
-        Ok(Box::new(FsWriter::spawn(file, size, path.clone())))
+        Ok(Box::new(FsWriter::spawn(file, size, path.clone(), None)))
+    }
+
+    async fn publisher(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        let target = self.full(path);
+        let (file, staged) = blocking(move || {
+            let dir = target
+                .parent()
+                .ok_or_else(|| io::Error::other("no parent"))?;
+            let name = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| io::Error::other("no file name"))?;
+            create_dirs_durably(dir)?;
+            let tmp = temporary_beside(dir, name);
+            let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            Ok((file, Staged { tmp, target }))
+        })
+        .await
+        .map_err(|e| Self::err("open", path, e))?;
+        Ok(Box::new(FsWriter::spawn(
+            file,
+            0,
+            path.clone(),
+            Some(staged),
+        )))
     }
 
     async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
@@ -632,10 +662,28 @@ struct FsWriter {
     path: StoragePath,
 }
 
+/// A [`StorageDriver::publisher`]'s file: written at `tmp`, renamed to `target` on commit.
+struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl Staged {
+    fn publish(&self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.target)?;
+        match self.target.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+}
+
 impl FsWriter {
-    fn spawn(mut file: File, size: u64, path: StoragePath) -> Self {
+    fn spawn(mut file: File, size: u64, path: StoragePath, staged: Option<Staged>) -> Self {
         let (tx, mut rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE_DEPTH);
         let worker = tokio::task::spawn_blocking(move || {
+            // A staged file not published (an error, or the writer dropped) is removed.
+            let mut guard = TempGuard(staged.as_ref().map(|s| s.tmp.clone()));
             let mut end = size;
             let mut writeback = Writeback { requested: size };
             while let Some(cmd) = rx.blocking_recv() {
@@ -646,7 +694,15 @@ impl FsWriter {
                         writeback.wrote(&file, end);
                     }
                     WriteCmd::Commit(done) => {
-                        let _ = done.send(file.sync_all());
+                        let mut result = file.sync_all();
+                        if let (Ok(()), Some(staged)) = (&result, &staged) {
+                            drop(file);
+                            result = staged.publish();
+                            if result.is_ok() {
+                                guard.0 = None;
+                            }
+                        }
+                        let _ = done.send(result);
                         return Ok(());
                     }
                 }

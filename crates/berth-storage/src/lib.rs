@@ -210,6 +210,14 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// must treat the file as private until [`FileWriter::commit`] returns.
     async fn writer(&self, path: &StoragePath, append: bool) -> Result<Box<dyn FileWriter>>;
 
+    /// Opens a writer for a whole new file that appears at `path` all at once, durably, when
+    /// [`FileWriter::commit`] returns, replacing whatever is there; until then readers see
+    /// what was there before, and a writer dropped without a commit leaves nothing visible.
+    /// For content that must be checked before anyone may see it (a blob pushed in one
+    /// request is hashed as it streams in and committed only if its digest matches): no
+    /// staging file to move afterwards, which on object stores is a copy and a delete.
+    async fn publisher(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>>;
+
     /// Creates an empty file to append to later, at a path where nothing is yet (a new upload
     /// session's); drivers may skip clearing what a truncating writer would clear.
     async fn create_empty(&self, path: &StoragePath) -> Result<()> {
@@ -232,6 +240,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// absent.
     async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
         self.stat(path).await
+    }
+
+    /// [`StorageDriver::stat_file`] of a file only ever stored whole (by `put`, `move_to` or
+    /// a publisher; a blob or a manifest), never appended to: object stores skip looking for
+    /// segments, which costs a missing file one LIST.
+    async fn stat_whole(&self, path: &StoragePath) -> Result<Metadata> {
+        self.stat_file(path).await
     }
 
     /// Names of the direct children of a directory, unsorted. NotFound when absent.
@@ -267,6 +282,14 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Moves a file, replacing any file at `to`; atomic and durable on return.
     async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()>;
+
+    /// [`StorageDriver::move_to`] of a file whose directory the caller deletes next (a
+    /// finished upload session's data): a driver that cannot rename may leave `from` to that
+    /// deletion. The filesystem renames; object stores copy and delete nothing, which saves
+    /// the LIST and the DELETE the directory's removal does anyway.
+    async fn move_before_delete(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        self.move_to(from, to).await
+    }
 
     /// Deletes a file or a whole directory tree. NotFound when absent.
     async fn delete(&self, path: &StoragePath) -> Result<()>;

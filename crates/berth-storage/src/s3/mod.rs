@@ -66,8 +66,10 @@ use crate::{
 };
 
 mod copy;
+mod publish;
 mod writer;
 
+use publish::S3Publisher;
 use writer::S3Writer;
 
 const NAME: &str = "s3";
@@ -436,26 +438,16 @@ impl S3Driver {
         self.put_chunks(key, vec![content]).await
     }
 
-    /// Stores the concatenation of `chunks` as one object. The chunks are the request
-    /// bodies' own buffers, sent as they are: no copy into one large allocation (which the
-    /// allocator would keep after the upload), and re-sent from the start on a retry.
+    /// Stores the concatenation of `chunks` as one object (see [`chunks_body`]).
     async fn put_chunks(&self, key: String, chunks: Vec<Bytes>) -> io::Result<()> {
-        let length: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let chunks = Arc::new(chunks);
-        let body = aws_sdk_s3::primitives::SdkBody::retryable(move || {
-            aws_sdk_s3::primitives::SdkBody::from_body_1_x(ChunksBody {
-                chunks: chunks.clone(),
-                next: 0,
-                remaining: length,
-            })
-        });
+        let (length, body) = chunks_body(chunks);
         self.inner
             .client
             .put_object()
             .bucket(&self.inner.bucket)
             .key(key)
             .content_length(length as i64)
-            .body(SdkByteStream::new(body))
+            .body(body)
             .send()
             .await
             .map_err(sdk_io)?;
@@ -520,6 +512,22 @@ impl S3Driver {
         })
         .boxed()
     }
+}
+
+/// The concatenation of `chunks` as a request body, and its length. The chunks are the
+/// request bodies' own buffers, sent as they are: no copy into one large allocation (which
+/// the allocator would keep after the upload), and re-sent from the start on a retry.
+fn chunks_body(chunks: Vec<Bytes>) -> (u64, SdkByteStream) {
+    let length: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let chunks = Arc::new(chunks);
+    let body = aws_sdk_s3::primitives::SdkBody::retryable(move || {
+        aws_sdk_s3::primitives::SdkBody::from_body_1_x(ChunksBody {
+            chunks: chunks.clone(),
+            next: 0,
+            remaining: length,
+        })
+    });
+    (length, SdkByteStream::new(body))
 }
 
 /// A request body made of shared chunks, with an exact length.
@@ -711,6 +719,10 @@ impl StorageDriver for S3Driver {
         }
     }
 
+    async fn publisher(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
+        Ok(Box::new(S3Publisher::new(self.clone(), path.clone())))
+    }
+
     async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
         if let Some((size, modified)) = self.head(path).await? {
             return Ok(Metadata {
@@ -832,29 +844,23 @@ impl StorageDriver for S3Driver {
             .collect())
     }
 
-    async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
-        // Most files moved are finished uploads, which are segmented: their segments first,
-        // a HEAD only without any (a plain object and segments of one path are copies of the
-        // same bytes, left by an append interrupted between the two).
-        let segments = self.segments(from).await?;
-        let plain = segments.is_empty();
-        let source = if !plain {
-            segments
-        } else {
-            match self.head(from).await? {
-                Some((size, modified)) => vec![Segment {
-                    key: self.key(from),
-                    offset: 0,
-                    size,
-                    modified,
-                }],
-                None => Vec::new(),
-            }
-        };
-        if source.is_empty() {
-            return Err(not_found(from));
+    async fn stat_whole(&self, path: &StoragePath) -> Result<Metadata> {
+        match self.head(path).await? {
+            Some((size, modified)) => Ok(Metadata {
+                size,
+                modified,
+                is_dir: false,
+            }),
+            None => Err(not_found(path)),
         }
-        self.copy_object(from, &source, &self.key(to)).await?;
+    }
+
+    async fn move_before_delete(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        self.copy_file(from, to).await.map(drop)
+    }
+
+    async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
+        let (source, plain) = self.copy_file(from, to).await?;
         let mut keys: Vec<String> = source.into_iter().map(|s| s.key).collect();
         if !plain {
             // Segments another writer may have added since they were listed go too.
@@ -943,6 +949,37 @@ impl StorageDriver for S3Driver {
 }
 
 impl S3Driver {
+    /// Copies a file, segmented or plain, to `to` as one object; returns its source pieces and
+    /// whether it was plain. Most files moved are finished uploads, which are segmented: their
+    /// segments first, a HEAD only without any (a plain object and segments of one path are
+    /// copies of the same bytes, left by an append interrupted between the two).
+    async fn copy_file(
+        &self,
+        from: &StoragePath,
+        to: &StoragePath,
+    ) -> Result<(Vec<Segment>, bool)> {
+        let segments = self.segments(from).await?;
+        let plain = segments.is_empty();
+        let source = if !plain {
+            segments
+        } else {
+            match self.head(from).await? {
+                Some((size, modified)) => vec![Segment {
+                    key: self.key(from),
+                    offset: 0,
+                    size,
+                    modified,
+                }],
+                None => Vec::new(),
+            }
+        };
+        if source.is_empty() {
+            return Err(not_found(from));
+        }
+        self.copy_object(from, &source, &self.key(to)).await?;
+        Ok((source, plain))
+    }
+
     /// Appending to a plain object: it becomes the first segment, so appending never
     /// rewrites it.
     async fn append_plain(

@@ -326,6 +326,62 @@ pub async fn a_tiny_last_piece_moves(d: Driver, unit: usize) {
     d.delete(&p("t/tiny")).await.unwrap();
 }
 
+/// A publisher's file appears whole at commit and not before, replacing what was there; one
+/// dropped uncommitted leaves the old content (or nothing) and nothing else in the directory.
+/// Sizes: empty, small (one object on S3) and over two units (a multipart upload on S3, whose
+/// parts must stay invisible until the commit).
+pub async fn publishers_publish_whole_or_nothing(d: Driver, unit: usize) {
+    for (i, len) in [0, 3000, 2 * unit + 17].into_iter().enumerate() {
+        let target = p(&format!("t/pub/{i}/data"));
+        let content = pattern(i as u8 + 40, len);
+        let mut w = d.publisher(&target).await.unwrap();
+        for piece in content.chunks(unit / 2 + 1) {
+            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert_eq!(w.size(), len as u64);
+        assert!(
+            d.stat_file(&target).await.unwrap_err().is_not_found(),
+            "a {len}-byte publication is visible before its commit"
+        );
+        w.commit().await.unwrap();
+        assert_eq!(d.stat_file(&target).await.unwrap().size, len as u64);
+        assert!(
+            read(&d, &target, 0, None).await == content,
+            "{len} bytes differ"
+        );
+
+        // Dropped uncommitted: the published content stays, nothing else appears.
+        let mut w = d.publisher(&target).await.unwrap();
+        w.write(Bytes::from(pattern(9, 2 * unit + 1)))
+            .await
+            .unwrap();
+        drop(w);
+        assert!(read(&d, &target, 0, None).await == content);
+        assert_eq!(d.walk(&p(&format!("t/pub/{i}"))).await.unwrap().len(), 1);
+        // The clean-up runs on the writer's own thread or task once it sees the drop.
+        let mut leftovers = Vec::new();
+        for _ in 0..50 {
+            leftovers = d.temporaries(&p(&format!("t/pub/{i}"))).await.unwrap();
+            if leftovers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            leftovers.is_empty(),
+            "a dropped publisher left {leftovers:?}"
+        );
+
+        // A second publication replaces the first.
+        let again = pattern(i as u8 + 80, len + 5);
+        let mut w = d.publisher(&target).await.unwrap();
+        w.write(Bytes::from(again.clone())).await.unwrap();
+        w.commit().await.unwrap();
+        assert!(read(&d, &target, 0, None).await == again);
+    }
+    d.delete(&p("t/pub")).await.unwrap();
+}
+
 /// delete removes a file or a whole tree, written by put or by a writer.
 pub async fn deletes(d: Driver) {
     d.put(&p("t/d/keep"), Bytes::from_static(b"k"))
@@ -419,6 +475,7 @@ pub async fn run_all(d: Driver, unit: usize) {
     writers_append_and_readers_range(d.clone()).await;
     large_appends_and_move(d.clone(), unit).await;
     a_tiny_last_piece_moves(d.clone(), unit).await;
+    publishers_publish_whole_or_nothing(d.clone(), unit).await;
     looks_that_know_what_they_expect(d.clone()).await;
     deletes(d).await;
 }
