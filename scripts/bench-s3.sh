@@ -9,7 +9,7 @@
 # concurrent-push phase is 32 pushes of 100 MiB at once; its peak RSS is the memory bound's
 # figure. Figures, not a timed test.
 #
-# usage: scripts/bench-s3.sh [--full | --big GIB]
+# usage: scripts/bench-s3.sh [--full | --big GIB]   (BENCH_S3_PAIR=1: only berth-s3 vs dist-s3)
 #   default: quick workload sizes (256 MiB blob, 3 s of manifest load, 100 repositories);
 #   --full: berth-bench's full sizes (1 GiB blob, 15 s, 1,000 repositories);
 #   --big GIB: instead, push one GIB-GiB layer to berth on S3 in 1 GiB PATCHes, pull it back
@@ -152,6 +152,11 @@ fi
 
 bench_one berth-s3 "$BIN/berth" s3
 bench_one dist-s3 "$DISTRIBUTION" s3
+if [[ -n ${BENCH_S3_PAIR:-} ]]; then
+    "$BIN/berth-bench" table "$OUT/berth-s3.jsonl" "$OUT/dist-s3.jsonl" --a-name berth-s3 --b-name dist-s3 |
+        tee "$OUT/table.md"
+    exit 0
+fi
 bench_one berth-s3-proxy "$BIN/berth" s3-proxy
 bench_one dist-s3-proxy "$DISTRIBUTION" s3-proxy
 bench_one berth-fs "$BIN/berth" fs

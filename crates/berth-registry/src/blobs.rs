@@ -112,6 +112,7 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.check_delete()?;
         let link = layout::layer_link(repo, digest);
+        self.inner.pins.unlinked(repo.as_str(), digest);
         match self.driver().delete(&link.parent()).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown {

@@ -131,8 +131,21 @@ impl Registry {
                 .required_blobs()
                 .map(|b| {
                     let digest = &b.digest;
-                    async move { Ok((digest, self.blob_linked_and_present(repo, digest).await?)) }
-                        .boxed()
+                    let (pin, window) = (lease.pins.get(digest).copied(), lease.window);
+                    async move {
+                        // Known linked and present since the very pin relied on now (`pins`).
+                        if let Some(pin) = pin
+                            && self.inner.pins.still_verified(repo.as_str(), digest, pin)
+                        {
+                            return Ok((digest, true));
+                        }
+                        let present = self.blob_linked_and_present(repo, digest).await?;
+                        if let (true, Some(pin)) = (present, pin) {
+                            self.inner.pins.verified(repo.as_str(), digest, pin, window);
+                        }
+                        Ok((digest, present))
+                    }
+                    .boxed()
                 })
                 .collect();
             let children = manifest

@@ -42,13 +42,40 @@ const REUSE_MAX: Duration = Duration::from_secs(30);
 /// Entries kept before those too old to reuse are dropped.
 const RECENT_PRUNE_AT: usize = 4096;
 
-/// The pins this process wrote recently: when, by holder and digest.
+/// The pins this process wrote recently: when, by holder and digest; and which blobs it
+/// knows to be linked in a repository and present since one of those pins was written.
 #[derive(Default)]
 pub(crate) struct Recent {
     written: std::sync::Mutex<std::collections::HashMap<(Holder, Digest), Instant>>,
+    verified: std::sync::Mutex<std::collections::HashMap<(String, Digest), Instant>>,
 }
 
 impl Recent {
+    /// Notes that `digest` was linked in `repo` and present after the pin written at `pin`
+    /// (an upload that linked it, or a manifest PUT that checked it).
+    pub(crate) fn verified(&self, repo: &str, digest: &Digest, pin: Instant, window: Duration) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= RECENT_PRUNE_AT {
+            verified.retain(|_, when| when.elapsed() < window);
+        }
+        verified.insert((repo.to_owned(), digest.clone()), pin);
+    }
+
+    /// True when `digest` was found linked in `repo` and present after the very pin written
+    /// at `pin`, which the caller is relying on now: while that pin protects the blob, no
+    /// collector can have removed it since (`gc.rs`'s argument, with the check made earlier),
+    /// so the check need not be made again.
+    pub(crate) fn still_verified(&self, repo: &str, digest: &Digest, pin: Instant) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.get(&(repo.to_owned(), digest.clone())) == Some(&pin)
+    }
+
+    /// Forgets what was verified of `digest` in `repo` (it was unlinked here).
+    pub(crate) fn unlinked(&self, repo: &str, digest: &Digest) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.remove(&(repo.to_owned(), digest.clone()));
+    }
+
     /// When a pin of `digest` that `holder` may rely on was written, if within `window`. A
     /// push's pin serves the cache too (it protects more), not the other way round.
     fn reusable(&self, holder: Holder, digest: &Digest, window: Duration) -> Option<Instant> {
@@ -82,6 +109,10 @@ impl Recent {
 pub(crate) struct PinLease {
     at: Instant,
     lease: Duration,
+    /// When the pin relied on for each digest was written (reused ones earlier than `at`).
+    pub(crate) pins: std::collections::HashMap<Digest, Instant>,
+    /// How long a pin is reused, and a verification with it.
+    pub(crate) window: Duration,
 }
 
 impl PinLease {
@@ -130,11 +161,15 @@ impl Registry {
         let lease = self.options().pin_lease;
         let window = (lease / REUSE_FRACTION).min(REUSE_MAX);
         let mut at = now;
-        let mut seen = std::collections::HashSet::new();
+        let mut pins = std::collections::HashMap::new();
         let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for d in digests.into_iter().filter(|d| seen.insert(*d)) {
             match self.inner.pins.reusable(holder, d, window) {
-                Some(written) => at = at.min(written),
+                Some(written) => {
+                    at = at.min(written);
+                    pins.insert(d.clone(), written);
+                }
                 None => missing.push(d),
             }
         }
@@ -148,7 +183,13 @@ impl Registry {
         });
         futures_util::future::try_join_all(writes).await?;
         self.inner.pins.wrote(holder, &missing, now, window);
-        Ok(PinLease { at, lease })
+        pins.extend(missing.into_iter().map(|d| (d.clone(), now)));
+        Ok(PinLease {
+            at,
+            lease,
+            pins,
+            window,
+        })
     }
 }
 

@@ -35,10 +35,7 @@ impl Registry {
         digest: &Digest,
     ) -> Result<()> {
         let entry = layout::digest_tag_entry(repo, digest, tag);
-        match self.driver().delete(&entry).await {
-            Err(e) if !e.is_not_found() => Err(e.into()),
-            _ => Ok(()),
-        }
+        Ok(self.driver().delete_whole(&entry).await?)
     }
 
     /// The tags whose `current` link is `digest`.

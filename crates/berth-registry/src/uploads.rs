@@ -34,7 +34,7 @@ use berth_storage::FileWriter;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::pins::Holder;
+use crate::pins::{Holder, PinLease};
 use crate::{ByteStream, Error, Registry, Result, layout, write_link};
 
 /// An upload session's identifier: a canonical lowercase hyphenated UUID.
@@ -295,17 +295,27 @@ impl Registry {
             // Pinned before the blob lands or is found already there, so a concurrent garbage
             // collection keeps it for its grace period (see `pins`).
             let committed = async {
-                self.pin_for(holder, [digest]).await?;
-                self.commit_blob(&data, digest).await
+                let lease = self.pin_for(holder, [digest]).await?;
+                self.commit_blob(&data, digest).await?;
+                self.link_layer(repo, digest).await?;
+                self.linked_under(&lease, repo, digest);
+                Ok(())
             };
-            match committed.await {
-                Ok(()) => self.link_layer(repo, digest).await,
-                Err(e) => Err(e),
-            }
+            committed.await
         };
         // As Distribution does, a failed finish ends the session: the client starts over.
         self.remove_session(repo, id).await;
         result.map(|()| size)
+    }
+
+    /// Notes that `digest` is linked in `repo` and present, established after the pin of
+    /// `lease` was written, so that a manifest PUT relying on the same pin need not check.
+    pub(crate) fn linked_under(&self, lease: &PinLease, repo: &RepoName, digest: &Digest) {
+        if let Some(pin) = lease.pins.get(digest) {
+            self.inner
+                .pins
+                .verified(repo.as_str(), digest, *pin, lease.window);
+        }
     }
 
     /// Links a verified blob into a repository (which may create the repository).
@@ -415,9 +425,10 @@ impl Registry {
         }
         // Pinned before the blob appears (see `pins`), so a concurrent garbage collection
         // keeps it for its grace period.
-        self.pin_for(holder, [digest]).await?;
+        let lease = self.pin_for(holder, [digest]).await?;
         writer.commit().await?;
         self.link_layer(repo, digest).await?;
+        self.linked_under(&lease, repo, digest);
         Ok(size)
     }
 
@@ -430,11 +441,12 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         self.check_writable()?;
-        self.pin([digest]).await?;
+        let lease = self.pin([digest]).await?;
         if !self.blob_linked_and_present(from, digest).await? {
             return Ok(false);
         }
         self.link_layer(repo, digest).await?;
+        self.linked_under(&lease, repo, digest);
         Ok(true)
     }
 

@@ -232,6 +232,40 @@ async fn swept_blob_makes_a_later_manifest_put_fail_cleanly_and_pins_spare_blobs
     );
 }
 
+/// A manifest PUT may skip checking a layer this process linked moments ago under the same
+/// pin (`pins`), but not one unlinked since: the PUT is refused as if the check had run.
+#[tokio::test]
+async fn a_layer_unlinked_after_its_push_is_missing_for_the_next_manifest_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let repo = RepoName::parse("team/app").unwrap();
+    let cfg = blob(&reg, &repo, "{}").await;
+    let layer = blob(&reg, &repo, "pushed, then unlinked").await;
+    reg.delete_blob(&repo, &layer.0).await.unwrap();
+    let refused = reg
+        .put_manifest(
+            &repo,
+            &Reference::parse("v1").unwrap(),
+            Some(OCI_MANIFEST),
+            image(&cfg, &layer, None),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::ManifestBlobUnknown { ref digest }) if *digest == layer.0),
+        "{refused:?}"
+    );
+    // Pushed again, the same PUT is taken.
+    blob(&reg, &repo, "pushed, then unlinked").await;
+    reg.put_manifest(
+        &repo,
+        &Reference::parse("v1").unwrap(),
+        Some(OCI_MANIFEST),
+        image(&cfg, &layer, None),
+    )
+    .await
+    .unwrap();
+}
+
 /// Files under `_berth/pins`.
 fn pin_files(dir: &std::path::Path) -> usize {
     fn count(p: &std::path::Path) -> usize {
