@@ -112,8 +112,11 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.check_delete()?;
         let link = layout::layer_link(repo, digest);
+        // Before and after: a check that read the link while it was going is voided either way.
         self.inner.pins.unlinked(repo.as_str(), digest);
-        match self.driver().delete(&link.parent()).await {
+        let deleted = self.driver().delete(&link.parent()).await;
+        self.inner.pins.unlinked(repo.as_str(), digest);
+        match deleted {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown {
                 digest: digest.clone(),

@@ -32,6 +32,9 @@
 //! a manifest PUT pins each config, layer and index child and the manifest itself; an upload pins
 //! its blob before moving it into `blobs/` (or finding it there); a mount pins before checking
 //! the source. Each pin has its own name, so removing an expired pin never removes a fresh one.
+//! A pin the same process wrote in the last few seconds (30 s at most) stands in for a new
+//! one, the operation's lease then counting from that pin; and a check made after that very
+//! pin need not be made again (`pins.rs` has both arguments).
 //!
 //! **A run.** (1) Write `_berth/gc/<run>/started` and read back its modification time `T0`: every
 //! age is measured on the storage's clock, never this host's; `threshold = T0 - grace`.
@@ -79,7 +82,8 @@
 //! run, here or elsewhere, lasts longer than one grace period). So pins stay bounded by what was
 //! referenced recently even when no collection ever runs.
 //!
-//! Costs: one small write per referenced blob on manifest PUT (concurrent); the collector reads
+//! Costs: one small write per referenced blob not pinned by this process in the last seconds
+//! on manifest PUT (concurrent); the collector reads
 //! with four walks plus one GET per distinct manifest, 32 requests in flight.
 
 use std::collections::{HashMap, HashSet};

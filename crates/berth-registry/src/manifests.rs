@@ -139,9 +139,12 @@ impl Registry {
                         {
                             return Ok((digest, true));
                         }
+                        let unlinks = self.inner.pins.unlinks();
                         let present = self.blob_linked_and_present(repo, digest).await?;
                         if let (true, Some(pin)) = (present, pin) {
-                            self.inner.pins.verified(repo.as_str(), digest, pin, window);
+                            self.inner
+                                .pins
+                                .verified(repo.as_str(), digest, pin, window, unlinks);
                         }
                         Ok((digest, present))
                     }

@@ -47,33 +47,67 @@ const RECENT_PRUNE_AT: usize = 4096;
 #[derive(Default)]
 pub(crate) struct Recent {
     written: std::sync::Mutex<std::collections::HashMap<(Holder, Digest), Instant>>,
-    verified: std::sync::Mutex<std::collections::HashMap<(String, Digest), Instant>>,
+    verified: std::sync::Mutex<Verified>,
+}
+
+/// Layers known linked and present, with the pin time each was established under, and how
+/// many unlinks this process has begun: a verification that overlapped an unlink is not kept.
+#[derive(Default)]
+struct Verified {
+    entries: std::collections::HashMap<(String, Digest), Instant>,
+    unlinks: u64,
 }
 
 impl Recent {
+    /// Taken before a layer is checked or linked, handed to [`Recent::verified`] after.
+    pub(crate) fn unlinks(&self) -> u64 {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unlinks
+    }
+
     /// Notes that `digest` was linked in `repo` and present after the pin written at `pin`
-    /// (an upload that linked it, or a manifest PUT that checked it).
-    pub(crate) fn verified(&self, repo: &str, digest: &Digest, pin: Instant, window: Duration) {
+    /// (an upload that linked it, or a manifest PUT that checked it), unless this process
+    /// began to unlink any layer since `unlinks_before` was taken (the check may have read a
+    /// link that is now gone).
+    pub(crate) fn verified(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        pin: Instant,
+        window: Duration,
+        unlinks_before: u64,
+    ) {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= RECENT_PRUNE_AT {
-            verified.retain(|_, when| when.elapsed() < window);
+        if verified.unlinks != unlinks_before {
+            return;
         }
-        verified.insert((repo.to_owned(), digest.clone()), pin);
+        if verified.entries.len() >= RECENT_PRUNE_AT {
+            verified.entries.retain(|_, when| when.elapsed() < window);
+        }
+        verified
+            .entries
+            .insert((repo.to_owned(), digest.clone()), pin);
     }
 
     /// True when `digest` was found linked in `repo` and present after the very pin written
-    /// at `pin`, which the caller is relying on now: while that pin protects the blob, no
-    /// collector can have removed it since (`gc.rs`'s argument, with the check made earlier),
-    /// so the check need not be made again.
+    /// at `pin`, which the caller is relying on now. The pin keeps the blob from every
+    /// collector since (`gc.rs`'s argument, with the check made earlier); the link could only
+    /// have gone by an unlink, which clears the entry when this process makes it. An unlink
+    /// by another replica within the reuse window (30 s at most) is not seen: a manifest PUT
+    /// here may then still name the layer, the outcome of the two requests in the other order.
     pub(crate) fn still_verified(&self, repo: &str, digest: &Digest, pin: Instant) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified.get(&(repo.to_owned(), digest.clone())) == Some(&pin)
+        verified.entries.get(&(repo.to_owned(), digest.clone())) == Some(&pin)
     }
 
-    /// Forgets what was verified of `digest` in `repo` (it was unlinked here).
+    /// Forgets what was verified of `digest` in `repo`, which is about to be unlinked, and
+    /// voids verifications in progress.
     pub(crate) fn unlinked(&self, repo: &str, digest: &Digest) {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified.remove(&(repo.to_owned(), digest.clone()));
+        verified.unlinks += 1;
+        verified.entries.remove(&(repo.to_owned(), digest.clone()));
     }
 
     /// When a pin of `digest` that `holder` may rely on was written, if within `window`. A

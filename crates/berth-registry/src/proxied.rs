@@ -200,9 +200,12 @@ impl Registry {
             )?;
             self.inner.caches.link_written(&revision);
         }
+        // Before and after: a check that read the link while it was going is voided either way.
+        self.inner.pins.unlinked(repo.as_str(), digest);
         let layer = layout::layer_link(repo, digest);
-        ignore_not_found(self.driver().delete(&layer.parent()).await)?;
-        Ok(())
+        let deleted = ignore_not_found(self.driver().delete(&layer.parent()).await);
+        self.inner.pins.unlinked(repo.as_str(), digest);
+        deleted
     }
 }
 

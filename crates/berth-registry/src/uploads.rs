@@ -22,7 +22,8 @@
 //! resume it. Its bytes stream into a driver publisher at the blob's own place, hashed on the
 //! way, and are published there only once the digest matches (a rename on the filesystem, one
 //! PutObject or a completed multipart upload on S3); a crash or a mismatch leaves nothing
-//! visible. On S3 that is three requests (pin, object, link) instead of a session's dozen.
+//! visible. On S3 a blob up to `chunksize` is three requests (pin, object, link) instead of a
+//! session's dozen.
 
 use std::collections::HashMap;
 use std::io;
@@ -297,9 +298,7 @@ impl Registry {
             let committed = async {
                 let lease = self.pin_for(holder, [digest]).await?;
                 self.commit_blob(&data, digest).await?;
-                self.link_layer(repo, digest).await?;
-                self.linked_under(&lease, repo, digest);
-                Ok(())
+                self.link_layer_under(&lease, repo, digest).await
             };
             committed.await
         };
@@ -310,12 +309,33 @@ impl Registry {
 
     /// Notes that `digest` is linked in `repo` and present, established after the pin of
     /// `lease` was written, so that a manifest PUT relying on the same pin need not check.
-    pub(crate) fn linked_under(&self, lease: &PinLease, repo: &RepoName, digest: &Digest) {
+    /// `unlinks_before` is [`crate::pins::Recent::unlinks`] taken before the link was written.
+    pub(crate) fn linked_under(
+        &self,
+        lease: &PinLease,
+        repo: &RepoName,
+        digest: &Digest,
+        unlinks_before: u64,
+    ) {
         if let Some(pin) = lease.pins.get(digest) {
             self.inner
                 .pins
-                .verified(repo.as_str(), digest, *pin, lease.window);
+                .verified(repo.as_str(), digest, *pin, lease.window, unlinks_before);
         }
+    }
+
+    /// Links a verified blob into a repository (which may create the repository), and notes
+    /// it verified under `lease`'s pin.
+    pub(crate) async fn link_layer_under(
+        &self,
+        lease: &PinLease,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<()> {
+        let unlinks = self.inner.pins.unlinks();
+        self.link_layer(repo, digest).await?;
+        self.linked_under(lease, repo, digest, unlinks);
+        Ok(())
     }
 
     /// Links a verified blob into a repository (which may create the repository).
@@ -427,8 +447,7 @@ impl Registry {
         // keeps it for its grace period.
         let lease = self.pin_for(holder, [digest]).await?;
         writer.commit().await?;
-        self.link_layer(repo, digest).await?;
-        self.linked_under(&lease, repo, digest);
+        self.link_layer_under(&lease, repo, digest).await?;
         Ok(size)
     }
 
@@ -445,8 +464,7 @@ impl Registry {
         if !self.blob_linked_and_present(from, digest).await? {
             return Ok(false);
         }
-        self.link_layer(repo, digest).await?;
-        self.linked_under(&lease, repo, digest);
+        self.link_layer_under(&lease, repo, digest).await?;
         Ok(true)
     }
 

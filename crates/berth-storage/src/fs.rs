@@ -369,9 +369,17 @@ impl StorageDriver for FsDriver {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| io::Error::other("no file name"))?;
-            create_dirs_durably(dir)?;
             let tmp = temporary_beside(dir, name);
-            let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let open = || {
+                create_dirs_durably(dir)?;
+                OpenOptions::new().write(true).create_new(true).open(&tmp)
+            };
+            // Once more if the directory went in between: a failed publication of the same
+            // file removes it when it is empty (see `Staged::abandon`).
+            let file = match open() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => open()?,
+                r => r?,
+            };
             Ok((file, Staged { tmp, target }))
         })
         .await
@@ -662,6 +670,17 @@ struct FsWriter {
     path: StoragePath,
 }
 
+/// Abandons a staged file unless disarmed.
+struct StagedGuard<'a>(Option<&'a Staged>);
+
+impl Drop for StagedGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(staged) = self.0.take() {
+            staged.abandon();
+        }
+    }
+}
+
 /// A [`StorageDriver::publisher`]'s file: written at `tmp`, renamed to `target` on commit.
 struct Staged {
     tmp: PathBuf,
@@ -669,6 +688,15 @@ struct Staged {
 }
 
 impl Staged {
+    /// Removes the staged file and, when it is left empty, the directory made for it (a blob's
+    /// own, for a digest a client claimed and did not send): failed pushes leave nothing.
+    fn abandon(&self) {
+        let _ = fs::remove_file(&self.tmp);
+        if let Some(dir) = self.tmp.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
     fn publish(&self) -> io::Result<()> {
         fs::rename(&self.tmp, &self.target)?;
         match self.target.parent() {
@@ -683,7 +711,7 @@ impl FsWriter {
         let (tx, mut rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE_DEPTH);
         let worker = tokio::task::spawn_blocking(move || {
             // A staged file not published (an error, or the writer dropped) is removed.
-            let mut guard = TempGuard(staged.as_ref().map(|s| s.tmp.clone()));
+            let mut guard = StagedGuard(staged.as_ref());
             let mut end = size;
             let mut writeback = Writeback { requested: size };
             while let Some(cmd) = rx.blocking_recv() {

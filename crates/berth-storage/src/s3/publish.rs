@@ -120,9 +120,11 @@ impl S3Publisher {
             self.send_part().await?;
         }
         self.wait_in_flight().await?;
-        let Some(upload) = self.upload.take() else {
+        let Some(upload) = self.upload.as_ref() else {
             return Ok(());
         };
+        // The upload stays recorded until it is complete, so that a writer dropped on the way
+        // (an error, or the request cancelled mid-completion) aborts it.
         let completed = self
             .driver
             .inner
@@ -133,20 +135,15 @@ impl S3Publisher {
             .upload_id(&upload.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(upload.parts))
+                    .set_parts(Some(upload.parts.clone()))
                     .build(),
             )
             .send()
             .await;
         if let Err(e) = completed {
-            // Put back so that dropping the writer aborts the upload.
-            self.upload = Some(Multipart {
-                id: upload.id,
-                parts: Vec::new(),
-                in_flight: None,
-            });
             return Err(self.err(sdk_io(e)));
         }
+        self.upload = None;
         Ok(())
     }
 }

@@ -380,6 +380,26 @@ pub async fn publishers_publish_whole_or_nothing(d: Driver, unit: usize) {
         assert!(read(&d, &target, 0, None).await == again);
     }
     d.delete(&p("t/pub")).await.unwrap();
+
+    // A publication dropped at a new place leaves no directory made for it either (a blob's
+    // own, for a digest a client claimed and never sent).
+    let mut w = d.publisher(&p("t/pubgone/x/data")).await.unwrap();
+    w.write(Bytes::from(pattern(7, 1000))).await.unwrap();
+    drop(w);
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = match d.list(&p("t/pubgone")).await {
+            Ok(names) => names,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => panic!("{e}"),
+        };
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(left.is_empty(), "a dropped publisher left {left:?}");
+    let _ = d.delete(&p("t/pubgone")).await;
 }
 
 /// delete removes a file or a whole tree, written by put or by a writer.
