@@ -201,6 +201,17 @@ fn blob_file(b: &Berth, digest: &str) -> std::path::PathBuf {
         .join("data")
 }
 
+/// Files in the directory of the blob `digest` (hex) other than its `data`: what a monolithic
+/// push stages there while its body arrives.
+fn staged(b: &Berth, digest: &str) -> usize {
+    std::fs::read_dir(blob_file(b, digest).parent().unwrap())
+        .map(|rd| {
+            rd.filter(|e| e.as_ref().is_ok_and(|e| e.file_name() != "data"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn sessions(b: &Berth, repo: &str) -> usize {
     std::fs::read_dir(
         b.root
@@ -319,11 +330,11 @@ async fn lying_content_length_links_nothing() {
         );
         c.write(&head).await.unwrap();
         c.write(&data[..10]).await.unwrap();
-        // Cut only once the handler has opened its session (it waits for the rest of the
-        // body meanwhile), so that no session below means it was removed, not yet made.
+        // Cut only once the handler has staged the blob (it waits for the rest of the body
+        // meanwhile), so that nothing staged below means it was removed, not yet made.
         assert!(
-            eventually(Duration::from_secs(10), async || sessions(&b, "short") == 1).await,
-            "no session for the monolithic push after 10 s, its request still open"
+            eventually(Duration::from_secs(10), async || staged(&b, &digest) == 1).await,
+            "nothing staged for the monolithic push after 10 s, its request still open"
         );
     }
     // The same, half-closing so the answer can still be read.
@@ -377,6 +388,20 @@ async fn lying_content_length_links_nothing() {
     // still there after 10 s leaked, and the assertion below says so.
     for repo in ["short", "long"] {
         eventually(Duration::from_secs(10), async || sessions(&b, repo) == 0).await;
+    }
+    // A monolithic push stages its bytes beside the blob's place: the failed ones leave
+    // neither the staged file nor the directory made for it.
+    eventually(Duration::from_secs(10), async || {
+        !blob_file(&b, &digest).parent().unwrap().exists()
+    })
+    .await;
+    for d in [&digest, &prefix_digest] {
+        let dir = blob_file(&b, d);
+        assert!(
+            !dir.parent().unwrap().exists(),
+            "a failed push left {}",
+            dir.parent().unwrap().display()
+        );
     }
     for repo in ["short", "long"] {
         for d in [&digest, &prefix_digest] {
