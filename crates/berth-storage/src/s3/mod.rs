@@ -724,12 +724,9 @@ impl StorageDriver for S3Driver {
     }
 
     async fn stat_file(&self, path: &StoragePath) -> Result<Metadata> {
-        if let Some((size, modified)) = self.head(path).await? {
-            return Ok(Metadata {
-                size,
-                modified,
-                is_dir: false,
-            });
+        match self.stat_whole(path).await {
+            Err(e) if e.is_not_found() => {}
+            found => return found,
         }
         let segments = self.segments(path).await?;
         if segments.is_empty() {
