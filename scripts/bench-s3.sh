@@ -9,7 +9,8 @@
 # concurrent-push phase is 32 pushes of 100 MiB at once; its peak RSS is the memory bound's
 # figure. Figures, not a timed test.
 #
-# usage: scripts/bench-s3.sh [--full | --big GIB]   (BENCH_S3_PAIR=1: only berth-s3 vs dist-s3)
+# usage: scripts/bench-s3.sh [--full | --big GIB]   (BENCH_S3_PAIR=1: only berth-s3 vs dist-s3;
+#   BENCH_ARGS: more berth-bench arguments, e.g. --only-manifest-puts)
 #   default: quick workload sizes (256 MiB blob, 3 s of manifest load, 100 repositories);
 #   --full: berth-bench's full sizes (1 GiB blob, 15 s, 1,000 repositories);
 #   --big GIB: instead, push one GIB-GiB layer to berth on S3 in 1 GiB PATCHes, pull it back
@@ -92,7 +93,7 @@ bench_one() {
     sync
     env -u AWS_CA_BUNDLE "$bin" serve "$WORK/config.yml" >>"$OUT/$name.log" 2>&1 &
     PID=$!
-    "$BIN/berth-bench" run --url "$url" --pid "$PID" --label "$name" "${SIZES[@]}" \
+    "$BIN/berth-bench" run --url "$url" --pid "$PID" --label "$name" "${SIZES[@]}" ${BENCH_ARGS:-} \
         --concurrent 32 --concurrent-mib 100 \
         >"$OUT/$name.jsonl" 2> >(tee -a "$OUT/bench-$name.log" >&2)
     kill -TERM "$PID"

@@ -107,7 +107,7 @@ verify_set() {
 # Directories berth documents as its own additions to the layout (see
 # crates/berth-registry/src/layout.rs), which Distribution never reads:
 # left out of the tree comparison unless E2E_STRICT_TREE=1, and listed.
-BERTH_ONLY_DIRS=(_digesttags _referrers)
+BERTH_ONLY_DIRS=(_referrers)
 
 # tree DATADIR: "path sha256" for every file of the storage tree (no _uploads,
 # no berth-only directories).

@@ -215,6 +215,13 @@ impl StorageDriver for TimedDriver {
         r
     }
 
+    async fn put_addressed(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.put_addressed(path, content).await;
+        self.record(StorageAction::PutContent, t);
+        r
+    }
+
     async fn delete_whole(&self, path: &StoragePath) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete_whole(path).await;

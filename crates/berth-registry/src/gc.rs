@@ -890,7 +890,7 @@ impl Registry {
         }
         ignore_not_found(self.driver().delete(&aside).await)?;
         // Its tag history goes with it, as Distribution's collector does. The `_referrers`
-        // and `_digesttags` entries stay: their readers confirm every entry and skip it.
+        // entries stay: their readers confirm every entry and skip it.
         for dir in tag_index
             .get(&(repo.clone(), digest.clone()))
             .into_iter()

@@ -11,16 +11,15 @@
 //!     │       ├── current/link                          what the tag points at now
 //!     │       └── index/<alg>/<hex>/link                everything it has pointed at
 //!     ├── _uploads/<uuid>/{data,startedat}              upload sessions in progress
-//!     ├── _referrers/<alg>/<hex>/<alg>/<hex>/link       berth only: manifests whose
-//!     │                                                 `subject` is the first digest
-//!     └── _digesttags/<alg>/<hex>/<tag>                 berth only: tags that may point at
-//!                                                       the digest (empty files), plus a
-//!                                                       `complete` marker
+//!     └── _referrers/<alg>/<hex>/<alg>/<hex>/link       berth only: manifests whose
+//!                                                       `subject` is the first digest
 //! ```
 //! `_referrers` is berth's addition. Distribution skips `_`-prefixed directories when it walks
 //! repositories and never reads this one, and the manifests it indexes are ordinary revisions,
 //! so Distribution's garbage collector keeps them as it keeps any other revision.
-//! `_digesttags` is likewise berth's and invisible to Distribution.
+//! Earlier berth releases also kept `_digesttags/<alg>/<hex>/<tag>`, a reverse tag index; it
+//! is neither written nor read now (`tagindex` reads the tags' own history instead), and what
+//! is left of it is as harmless to Distribution as it is to berth.
 //!
 //! Garbage collection keeps its own state beside the two trees, where neither Distribution's
 //! catalog (which walks `repositories/`) nor its blob enumeration (which walks `blobs/` for
@@ -218,34 +217,6 @@ pub fn referrer_link(repo: &RepoName, subject: &Digest, referrer: &Digest) -> St
     ])
 }
 
-/// `repositories/<name>/_digesttags/<alg>/<hex>`: tags that may point at `digest`.
-pub fn digest_tags_dir(repo: &RepoName, digest: &Digest) -> StoragePath {
-    path(&[
-        "repositories",
-        repo.as_str(),
-        "_digesttags",
-        digest.algorithm().as_str(),
-        digest.hex(),
-    ])
-}
-
-/// `repositories/<name>/_digesttags/<alg>/<hex>/<tag>`
-pub fn digest_tag_entry(repo: &RepoName, digest: &Digest, tag: &Tag) -> StoragePath {
-    path(&[
-        "repositories",
-        repo.as_str(),
-        "_digesttags",
-        digest.algorithm().as_str(),
-        digest.hex(),
-        tag.as_str(),
-    ])
-}
-
-/// `repositories/<name>/_digesttags/complete`: the index covers every tag.
-pub fn digest_tags_complete(repo: &RepoName) -> StoragePath {
-    path(&["repositories", repo.as_str(), "_digesttags/complete"])
-}
-
 /// `_berth/pins`: every pin, one walk for the whole registry.
 pub fn pins_root() -> StoragePath {
     path(&["_berth/pins"])
@@ -405,7 +376,7 @@ fn digest_of(alg: &str, hex: &str) -> Option<Digest> {
 }
 
 /// Classifies a path under the v2 root; `None` for anything the layout does not name
-/// (berth's `_digesttags`, stray files), which callers leave alone.
+/// (an old `_digesttags` index, stray files), which callers leave alone.
 pub fn classify(p: &StoragePath) -> Option<Entry> {
     let rest = p.as_str().strip_prefix(V2)?.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -533,14 +504,6 @@ mod tests {
                     "{v2}/repositories/library/ubuntu/_referrers/sha256/{HEX}/sha256/{HEX}/link"
                 ),
             ),
-            (
-                digest_tag_entry(&r(), &d(), &t),
-                format!("{v2}/repositories/library/ubuntu/_digesttags/sha256/{HEX}/latest"),
-            ),
-            (
-                digest_tags_complete(&r()),
-                format!("{v2}/repositories/library/ubuntu/_digesttags/complete"),
-            ),
         ];
         for (got, want) in cases {
             assert_eq!(got.as_str(), want);
@@ -611,7 +574,6 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(classify(&p), Some(want), "{p}");
         }
-        assert_eq!(classify(&digest_tags_complete(&r())), None);
         assert_eq!(classify(&blob_dir(&d())), None);
     }
 }

@@ -176,13 +176,12 @@ impl Registry {
             }
 
             let guard = self.lock_manifests_shared(repo).await;
-            let data = layout::blob_data(&digest);
-            match self.driver().stat_whole(&data).await {
-                Ok(m) if m.size == body.len() as u64 => {}
-                Ok(_) => self.driver().put(&data, body.clone()).await?,
-                Err(e) if e.is_not_found() => self.driver().put(&data, body.clone()).await?,
-                Err(e) => return Err(e.into()),
-            }
+            // After the pin (a blob written before a collector re-reads the pins is kept by
+            // it; one written after is a new file the collector never touches), so no presence
+            // check is needed and a driver may skip it.
+            self.driver()
+                .put_addressed(&layout::blob_data(&digest), body.clone())
+                .await?;
             // The links below must land while the pins still protect what they reference;
             // after a stall longer than the lease, pin and check again.
             if lease.is_valid() {
@@ -204,58 +203,32 @@ impl Registry {
                 None => Ok(()),
             }
         };
-        let tag_prepared = async {
+        // The tag's history names the digest before `current` moves to it: that history is
+        // how a delete by digest finds the tags to remove (`tagindex`).
+        let history = async {
             match reference {
-                Reference::Tag(tag) => self.prepare_tag(repo, tag, &digest).await.map(Some),
-                Reference::Digest(_) => Ok(None),
+                Reference::Tag(tag) => {
+                    let link = layout::tag_index_link(repo, tag, &digest);
+                    write_link(self.driver(), &link, &digest).await
+                }
+                Reference::Digest(_) => Ok(()),
             }
         };
-        let joined = tokio::try_join!(revision, referrer, tag_prepared);
+        let joined = tokio::try_join!(revision, referrer, history);
         if lease.overran() {
             tracing::warn!(%digest, "manifest links were written more than a garbage-collection grace period after pinning; storage is too slow for the configured graceperiod");
         }
         // A first manifest may be what makes this repository appear in the catalog.
         self.inner.caches.forget_catalog();
-        let ((), (), prepared) = joined?;
-        if let (Reference::Tag(tag), Some(previous)) = (reference, prepared) {
-            self.move_tag(repo, tag, &digest, previous).await?;
+        joined?;
+        if let Reference::Tag(tag) = reference {
+            self.write_link_cached(&layout::tag_current_link(repo, tag), &digest)
+                .await?;
         }
         Ok(PutManifest {
             digest,
             subject: manifest.subject.map(|s| s.digest),
         })
-    }
-
-    /// Everything a tag move needs before `current` changes: the reverse index entry (see
-    /// `tagindex`) and the tag's history link. Returns what the tag pointed at before.
-    async fn prepare_tag(
-        &self,
-        repo: &RepoName,
-        tag: &Tag,
-        digest: &Digest,
-    ) -> Result<Option<Digest>> {
-        let current_link = layout::tag_current_link(repo, tag);
-        let history_link = layout::tag_index_link(repo, tag, digest);
-        let previous = read_link(self.driver(), &current_link);
-        let noted = self.note_tag(repo, tag, digest);
-        let history = write_link(self.driver(), &history_link, digest);
-        let (previous, (), ()) = tokio::try_join!(previous, noted, history)?;
-        Ok(previous)
-    }
-
-    async fn move_tag(
-        &self,
-        repo: &RepoName,
-        tag: &Tag,
-        digest: &Digest,
-        previous: Option<Digest>,
-    ) -> Result<()> {
-        self.write_link_cached(&layout::tag_current_link(repo, tag), digest)
-            .await?;
-        match previous {
-            Some(previous) if &previous != digest => self.forget_tag(repo, tag, &previous).await,
-            _ => Ok(()),
-        }
     }
 
     /// True when `repo` links `digest` as a layer and its content is in the blob store.
@@ -355,12 +328,11 @@ impl Registry {
         let _guard = self.lock_manifests_exclusive(repo).await;
         match reference {
             Reference::Tag(tag) => {
-                let digest = self.resolve(repo, reference).await?;
+                self.resolve(repo, reference).await?;
                 self.driver().delete(&layout::tag_dir(repo, tag)).await?;
                 self.inner
                     .caches
                     .link_written(&layout::tag_current_link(repo, tag));
-                self.forget_tag(repo, tag, &digest).await?;
                 Ok(vec![tag.clone()])
             }
             Reference::Digest(digest) => {
@@ -378,11 +350,6 @@ impl Registry {
                         .caches
                         .link_written(&layout::tag_current_link(repo, tag));
                 }
-                ignore_not_found(
-                    self.driver()
-                        .delete(&layout::digest_tags_dir(repo, digest))
-                        .await,
-                )?;
                 // Drop it from its subject's referrers before the revision goes, so the
                 // referrers list never names a manifest that cannot be fetched.
                 if let Ok(body) = self.driver().get(&layout::blob_data(digest)).await

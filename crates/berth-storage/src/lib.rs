@@ -249,6 +249,20 @@ pub trait StorageDriver: Send + Sync + 'static {
         self.stat_file(path).await
     }
 
+    /// Stores `content` at `path`, a file named by its content (a manifest in the blob store),
+    /// so that one already there with the same size holds the same bytes. A driver where a
+    /// stat is much cheaper than a write (the filesystem: a write is a temporary, two fsyncs and
+    /// a rename) looks first and leaves such a file alone; one where both are a request each
+    /// (object stores) just writes, which replaces identical bytes atomically.
+    async fn put_addressed(&self, path: &StoragePath, content: Bytes) -> Result<()> {
+        match self.stat_whole(path).await {
+            Ok(m) if m.size == content.len() as u64 => Ok(()),
+            Ok(_) => self.put(path, content).await,
+            Err(e) if e.is_not_found() => self.put(path, content).await,
+            Err(e) => Err(e),
+        }
+    }
+
     /// Names of the direct children of a directory, unsorted. NotFound when absent.
     async fn list(&self, path: &StoragePath) -> Result<Vec<String>>;
 

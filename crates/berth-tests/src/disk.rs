@@ -204,7 +204,7 @@ impl Checker {
                 continue;
             }
             if name != "link" {
-                // berth's own indexes (_digesttags entries and markers) are not links.
+                // Not links: an old berth's `_digesttags` entries, stray files.
                 continue;
             }
             report.links += 1;
