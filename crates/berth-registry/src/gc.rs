@@ -882,22 +882,29 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.inner.caches.link_written(&link);
+        // Its tag history goes with it, as Distribution's collector does, and before the pins
+        // are read again: a PUT moving a tag back onto this manifest writes its history link
+        // after its pin, so that link is either written after this delete (and stays) or put
+        // back below because the pin is seen. Either way a tag pointing at the manifest keeps
+        // it in its history, which is how a delete by digest finds the tag (`tagindex`). The
+        // `_referrers` entries stay: their readers confirm every entry and skip it.
+        let history: &[StoragePath] = tag_index
+            .get(&(repo.clone(), digest.clone()))
+            .map_or(&[], Vec::as_slice);
+        for dir in history {
+            ignore_not_found(self.driver().delete(dir).await)?;
+        }
         if self.pinned_now(digest, threshold, true).await? {
             // NotFound: another run (or `check --repair`) already put it back.
             ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             self.inner.caches.link_written(&link);
+            for dir in history {
+                let entry = dir.join("link").expect("a fixed component");
+                crate::write_link(self.driver(), &entry, digest).await?;
+            }
             return Ok(false);
         }
         ignore_not_found(self.driver().delete(&aside).await)?;
-        // Its tag history goes with it, as Distribution's collector does. The `_referrers`
-        // entries stay: their readers confirm every entry and skip it.
-        for dir in tag_index
-            .get(&(repo.clone(), digest.clone()))
-            .into_iter()
-            .flatten()
-        {
-            ignore_not_found(self.driver().delete(dir).await)?;
-        }
         Ok(true)
     }
 

@@ -1,9 +1,10 @@
 //! Manifests: validate on push, store as a blob, link the revision, then move the tag.
 //!
-//! Order of writes on PUT (each atomic and durable): the manifest bytes into the blob store,
-//! the revision link, the tag's index link, and last the tag's `current` link. A crash at any
-//! point leaves either the old tag or the new one, never a tag naming a manifest that is not
-//! fully stored.
+//! Order of writes on PUT (each atomic and durable): the pins of what it names, the manifest
+//! bytes into the blob store, then together the revision link, the tag's history (`index`)
+//! link and, for a manifest with a `subject`, its referrer link, and last, once all of those
+//! are durable, the tag's `current` link. A crash at any point leaves either the old tag or
+//! the new one, never a tag naming a manifest that is not fully stored.
 
 use berth_oci::{Algorithm, Digest, Hasher, Manifest, Reference, RepoName, Tag};
 use bytes::Bytes;

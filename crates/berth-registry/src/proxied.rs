@@ -99,6 +99,13 @@ impl Registry {
     /// modification time moves to now).
     pub async fn confirm_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         self.check_writable()?;
+        // History first, as every tag move (`tagindex`): the tag may have been deleted since.
+        crate::write_link(
+            self.driver(),
+            &layout::tag_index_link(repo, tag, digest),
+            digest,
+        )
+        .await?;
         self.write_link_cached(&layout::tag_current_link(repo, tag), digest)
             .await
     }

@@ -3,10 +3,17 @@
 //! Deleting a manifest by digest must remove every tag that points at it. Distribution finds
 //! them by reading every tag's `current` link, a request per tag: slow on object storage.
 //! berth reads the tags' history instead. Every writer, Distribution as well as berth, links
-//! a digest into `<tag>/index/` *before* it moves `<tag>/current` to it, and the history goes
-//! only with the whole tag. So the tags whose history names a digest are a superset of the
-//! tags pointing at it now. One walk of `_manifests/tags/` (a single paginated LIST on object
-//! storage) finds them, and only their `current` links are read.
+//! a digest into `<tag>/index/` *before* it moves `<tag>/current` to it. The history goes with
+//! the whole tag, or one entry with its revision when the collector removes an untagged one
+//! (which puts the entry back if a PUT moving a tag there shows up: `gc.rs`). So the tags whose
+//! history names a digest are a superset of the tags pointing at it now. One walk of
+//! `_manifests/tags/` (a single paginated LIST on object storage) finds them, and only their
+//! `current` links are read.
+//!
+//! One case is accepted: on object storage, where deleting a tag is a listing and then a
+//! delete, a tag deleted on one replica while two others move it can be left pointing at a
+//! digest whose history entry went with the delete; a delete by digest then misses that tag,
+//! which then names nothing. The three requests have no order a client could rely on.
 //!
 //! Why not a reverse index of berth's own: berth kept one (`_digesttags/<digest>/<tag>`) until
 //! it was measured as one more write on every tagged manifest PUT, which is the request CI

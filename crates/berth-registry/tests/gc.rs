@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_oci::{Digest, Reference, RepoName};
 use berth_registry::{Error, GcOptions, Options, Registry};
-use berth_storage::FsDriver;
+use berth_storage::{FsDriver, StorageDriver, StoragePath};
 use bytes::Bytes;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -594,4 +594,128 @@ async fn a_zero_pin_lease_does_not_stall_manifest_puts() {
         .await
         .expect("the PUT answers")
         .unwrap();
+}
+
+/// A filesystem driver that, the first time a tag's history entry is deleted, stops before
+/// deleting it until the test says go: a point inside a collector's sweep of a revision.
+struct PauseAtHistoryDelete {
+    inner: FsDriver,
+    pause: std::sync::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[async_trait::async_trait]
+impl StorageDriver for PauseAtHistoryDelete {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn get(&self, path: &StoragePath) -> berth_storage::Result<Bytes> {
+        self.inner.get(path).await
+    }
+    async fn put(&self, path: &StoragePath, content: Bytes) -> berth_storage::Result<()> {
+        self.inner.put(path, content).await
+    }
+    async fn reader(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: Option<u64>,
+    ) -> berth_storage::Result<berth_storage::ByteStream> {
+        self.inner.reader(path, offset, len).await
+    }
+    async fn writer(
+        &self,
+        path: &StoragePath,
+        append: bool,
+    ) -> berth_storage::Result<Box<dyn berth_storage::FileWriter>> {
+        self.inner.writer(path, append).await
+    }
+    async fn publisher(
+        &self,
+        path: &StoragePath,
+    ) -> berth_storage::Result<Box<dyn berth_storage::FileWriter>> {
+        self.inner.publisher(path).await
+    }
+    async fn stat(&self, path: &StoragePath) -> berth_storage::Result<berth_storage::Metadata> {
+        self.inner.stat(path).await
+    }
+    async fn list(&self, path: &StoragePath) -> berth_storage::Result<Vec<String>> {
+        self.inner.list(path).await
+    }
+    async fn walk(
+        &self,
+        path: &StoragePath,
+    ) -> berth_storage::Result<Vec<berth_storage::FileInfo>> {
+        self.inner.walk(path).await
+    }
+    async fn move_to(&self, from: &StoragePath, to: &StoragePath) -> berth_storage::Result<()> {
+        self.inner.move_to(from, to).await
+    }
+    async fn delete(&self, path: &StoragePath) -> berth_storage::Result<()> {
+        if path.as_str().contains("/_manifests/tags/") && path.as_str().contains("/index/") {
+            let pause = self.pause.lock().unwrap().take();
+            if let Some((paused, go)) = pause {
+                paused.send(()).unwrap();
+                go.await.unwrap();
+            }
+        }
+        self.inner.delete(path).await
+    }
+}
+
+/// A PUT moving a tag back onto an untagged manifest while a collection removes that
+/// manifest's revision (and with it the tag's history of it) leaves the manifest in the tag's
+/// history, so that a later delete by digest still finds the tag and removes it.
+#[tokio::test]
+async fn a_tag_moved_back_during_a_collection_keeps_it_in_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = RepoName::parse("team/app").unwrap();
+    let (setup, m) = {
+        let reg = registry(dir.path());
+        let cfg = blob(&reg, &repo, "{}").await;
+        let layer = blob(&reg, &repo, "layer").await;
+        // Two manifests on the same blobs; `t` moves from `m` to `n`, leaving `m` untagged.
+        let m = image(&cfg, &layer, None);
+        let n = image(&cfg, &layer, Some(&Bytes::from_static(b"another subject")));
+        put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
+        put(&reg, &repo, "t", &n, OCI_MANIFEST).await;
+        put(&reg, &repo, "n", &n, OCI_MANIFEST).await;
+        (reg, m)
+    };
+    drop(setup);
+    age_everything(dir.path());
+    let (paused_tx, paused) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    let driver = PauseAtHistoryDelete {
+        inner: FsDriver::new(dir.path()).unwrap(),
+        pause: std::sync::Mutex::new(Some((paused_tx, go_rx))),
+    };
+    let options = Options {
+        delete_enabled: true,
+        ..Options::default()
+    };
+    let reg = Registry::new(Arc::new(driver), options);
+    let collector = {
+        let reg = reg.clone();
+        tokio::spawn(async move { reg.garbage_collect(&gc(true, 60)).await })
+    };
+    paused.await.unwrap();
+    put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
+    go.send(()).unwrap();
+    collector.await.unwrap().unwrap();
+
+    let m_digest = Digest::sha256_of(&m);
+    reg.delete_manifest(&repo, &Reference::Digest(m_digest))
+        .await
+        .unwrap();
+    let tags = reg.list_tags(&repo, None, None).await.unwrap();
+    assert_eq!(
+        tags.items(),
+        ["n"],
+        "the tag moved back went with its manifest"
+    );
 }

@@ -100,6 +100,16 @@ pub async fn small_objects(d: Driver) {
     // A name that only starts like another is not the other.
     assert!(d.stat(&p("t/a/b/cc")).await.unwrap_err().is_not_found());
     assert!(d.stat(&p("t/a/bb")).await.unwrap_err().is_not_found());
+
+    // A content-addressed file: written where absent or of another size (a torn leftover),
+    // and the same bytes afterwards whether or not the driver wrote again.
+    let addressed = p("t/addressed/data");
+    for content in [&b"manifest"[..], b"manifest", b"a longer manifest"] {
+        d.put_addressed(&addressed, Bytes::copy_from_slice(content))
+            .await
+            .unwrap();
+        assert_eq!(d.get(&addressed).await.unwrap(), content);
+    }
 }
 
 /// list is direct children only; walk is every file below, with sizes.
