@@ -222,13 +222,6 @@ impl StorageDriver for TimedDriver {
         r
     }
 
-    async fn delete_whole(&self, path: &StoragePath) -> Result<()> {
-        let t = Instant::now();
-        let r = self.inner.delete_whole(path).await;
-        self.record(StorageAction::Delete, t);
-        r
-    }
-
     async fn publisher(&self, path: &StoragePath) -> Result<Box<dyn FileWriter>> {
         let t = Instant::now();
         let r = self.inner.publisher(path).await;

@@ -308,16 +308,6 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Deletes a file or a whole directory tree. NotFound when absent.
     async fn delete(&self, path: &StoragePath) -> Result<()>;
 
-    /// [`StorageDriver::delete`] of a file only ever stored whole by `put` (a link or a
-    /// marker), where its absence is no error: object stores send one DeleteObject instead of
-    /// looking for segments and keys below it first.
-    async fn delete_whole(&self, path: &StoragePath) -> Result<()> {
-        match self.delete(path).await {
-            Err(e) if e.is_not_found() => Ok(()),
-            r => r,
-        }
-    }
-
     /// [`StorageDriver::delete`] of what is known to be a directory: a driver may skip
     /// looking for a file at `path` itself (on object stores, a HEAD and a LIST).
     async fn delete_dir(&self, path: &StoragePath) -> Result<()> {

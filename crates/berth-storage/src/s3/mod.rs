@@ -857,19 +857,6 @@ impl StorageDriver for S3Driver {
         self.put(path, content).await
     }
 
-    async fn delete_whole(&self, path: &StoragePath) -> Result<()> {
-        // S3 answers 204 whether or not the key was there.
-        self.inner
-            .client
-            .delete_object()
-            .bucket(&self.inner.bucket)
-            .key(self.key(path))
-            .send()
-            .await
-            .map_err(|e| io_err("delete", path, sdk_io(e)))?;
-        Ok(())
-    }
-
     async fn move_before_delete(&self, from: &StoragePath, to: &StoragePath) -> Result<()> {
         self.copy_file(from, to).await.map(drop)
     }

@@ -434,19 +434,6 @@ pub async fn deletes(d: Driver) {
     assert!(d.delete(&p("t/d/tree")).await.unwrap_err().is_not_found());
     assert_eq!(sorted_list(&d, &p("t/d")).await, ["keep"]);
     assert_eq!(d.get(&p("t/d/keep")).await.unwrap(), "k");
-    // delete_whole: a put file goes, its neighbours stay, and a missing one is no error.
-    d.put(&p("t/d/link"), Bytes::from_static(b"l"))
-        .await
-        .unwrap();
-    d.delete_whole(&p("t/d/link")).await.unwrap();
-    assert!(
-        d.stat_whole(&p("t/d/link"))
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
-    d.delete_whole(&p("t/d/link")).await.unwrap();
-    assert_eq!(sorted_list(&d, &p("t/d")).await, ["keep"]);
 }
 
 /// `list_stamped` lists like `list`, in order and with NotFound per missing directory; a
