@@ -235,7 +235,7 @@ pub(crate) fn edges_of(body: &[u8]) -> Option<Edges> {
 }
 
 /// Tag history links, by repository and the digest they record.
-type TagIndex = HashMap<(RepoName, Digest), Vec<StoragePath>>;
+type TagIndex = HashMap<(RepoName, Digest), Vec<Tag>>;
 
 /// Everything one walk of `repositories/` says.
 #[derive(Default)]
@@ -711,11 +711,9 @@ impl Registry {
                 Some(e @ (Entry::QuarantinedRevision(..) | Entry::QuarantinedLayer(..))) => {
                     tree.quarantined.push((file.path, e))
                 }
-                Some(Entry::TagIndex(repo, _, digest)) => tree
-                    .tag_index
-                    .entry((repo, digest))
-                    .or_default()
-                    .push(file.path.parent()),
+                Some(Entry::TagIndex(repo, tag, digest)) => {
+                    tree.tag_index.entry((repo, digest)).or_default().push(tag)
+                }
                 Some(e @ Entry::Upload(..)) => uploads.push((file, e)),
                 _ => {}
             }
@@ -888,19 +886,25 @@ impl Registry {
         // back below because the pin is seen. Either way a tag pointing at the manifest keeps
         // it in its history, which is how a delete by digest finds the tag (`tagindex`). The
         // `_referrers` entries stay: their readers confirm every entry and skip it.
-        let history: &[StoragePath] = tag_index
+        let history: &[Tag] = tag_index
             .get(&(repo.clone(), digest.clone()))
             .map_or(&[], Vec::as_slice);
-        for dir in history {
-            ignore_not_found(self.driver().delete(dir).await)?;
+        for tag in history {
+            let entry = layout::tag_index_link(repo, tag, digest);
+            ignore_not_found(self.driver().delete(&entry.parent()).await)?;
         }
         if self.pinned_now(digest, threshold, true).await? {
             // NotFound: another run (or `check --repair`) already put it back.
             ignore_not_found(self.driver().move_to(&aside, &link).await)?;
             self.inner.caches.link_written(&link);
-            for dir in history {
-                let entry = dir.join("link").expect("a fixed component");
-                crate::write_link(self.driver(), &entry, digest).await?;
+            for tag in history {
+                // Only for a tag that still exists: a history link alone would bring a
+                // deleted tag back into the tag list.
+                let current = layout::tag_current_link(repo, tag);
+                if crate::read_link(self.driver(), &current).await?.is_some() {
+                    let entry = layout::tag_index_link(repo, tag, digest);
+                    crate::write_link(self.driver(), &entry, digest).await?;
+                }
             }
             return Ok(false);
         }

@@ -667,6 +667,52 @@ impl StorageDriver for PauseAtHistoryDelete {
     }
 }
 
+/// A registry on `dir` where `t` moved from manifest `m` to `n` (so `m` is untagged and in
+/// `t`'s history), everything aged past the grace period, and a collection with
+/// `delete_untagged` started and paused just before it deletes `t`'s history of `m`. Returns
+/// the registry, `m`, the collection, and the sender that lets it go on.
+async fn collection_paused_at_history_delete(
+    dir: &std::path::Path,
+) -> (
+    Registry,
+    Bytes,
+    tokio::task::JoinHandle<berth_registry::Result<berth_registry::GcReport>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let repo = RepoName::parse("team/app").unwrap();
+    let m = {
+        let reg = registry(dir);
+        let cfg = blob(&reg, &repo, "{}").await;
+        let layer = blob(&reg, &repo, "layer").await;
+        // Two manifests on the same blobs.
+        let m = image(&cfg, &layer, None);
+        let n = image(&cfg, &layer, Some(&Bytes::from_static(b"another subject")));
+        put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
+        put(&reg, &repo, "t", &n, OCI_MANIFEST).await;
+        put(&reg, &repo, "n", &n, OCI_MANIFEST).await;
+        m
+    };
+    age_everything(dir);
+    let (paused_tx, paused) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    let driver = PauseAtHistoryDelete {
+        inner: FsDriver::new(dir).unwrap(),
+        pause: std::sync::Mutex::new(Some((paused_tx, go_rx))),
+    };
+    let options = Options {
+        delete_enabled: true,
+        ..Options::default()
+    };
+    // A registry of its own: pins the set-up wrote are not reused.
+    let reg = Registry::new(Arc::new(driver), options);
+    let collector = {
+        let reg = reg.clone();
+        tokio::spawn(async move { reg.garbage_collect(&gc(true, 60)).await })
+    };
+    paused.await.unwrap();
+    (reg, m, collector, go)
+}
+
 /// A PUT moving a tag back onto an untagged manifest while a collection removes that
 /// manifest's revision (and with it the tag's history of it) leaves the manifest in the tag's
 /// history, so that a later delete by digest still finds the tag and removes it.
@@ -674,42 +720,12 @@ impl StorageDriver for PauseAtHistoryDelete {
 async fn a_tag_moved_back_during_a_collection_keeps_it_in_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let repo = RepoName::parse("team/app").unwrap();
-    let (setup, m) = {
-        let reg = registry(dir.path());
-        let cfg = blob(&reg, &repo, "{}").await;
-        let layer = blob(&reg, &repo, "layer").await;
-        // Two manifests on the same blobs; `t` moves from `m` to `n`, leaving `m` untagged.
-        let m = image(&cfg, &layer, None);
-        let n = image(&cfg, &layer, Some(&Bytes::from_static(b"another subject")));
-        put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
-        put(&reg, &repo, "t", &n, OCI_MANIFEST).await;
-        put(&reg, &repo, "n", &n, OCI_MANIFEST).await;
-        (reg, m)
-    };
-    drop(setup);
-    age_everything(dir.path());
-    let (paused_tx, paused) = tokio::sync::oneshot::channel();
-    let (go, go_rx) = tokio::sync::oneshot::channel();
-    let driver = PauseAtHistoryDelete {
-        inner: FsDriver::new(dir.path()).unwrap(),
-        pause: std::sync::Mutex::new(Some((paused_tx, go_rx))),
-    };
-    let options = Options {
-        delete_enabled: true,
-        ..Options::default()
-    };
-    let reg = Registry::new(Arc::new(driver), options);
-    let collector = {
-        let reg = reg.clone();
-        tokio::spawn(async move { reg.garbage_collect(&gc(true, 60)).await })
-    };
-    paused.await.unwrap();
+    let (reg, m, collector, go) = collection_paused_at_history_delete(dir.path()).await;
     put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
     go.send(()).unwrap();
     collector.await.unwrap().unwrap();
 
-    let m_digest = Digest::sha256_of(&m);
-    reg.delete_manifest(&repo, &Reference::Digest(m_digest))
+    reg.delete_manifest(&repo, &Reference::Digest(Digest::sha256_of(&m)))
         .await
         .unwrap();
     let tags = reg.list_tags(&repo, None, None).await.unwrap();
@@ -718,4 +734,23 @@ async fn a_tag_moved_back_during_a_collection_keeps_it_in_its_history() {
         ["n"],
         "the tag moved back went with its manifest"
     );
+}
+
+/// The collector puts a tag's history back only while the tag exists: a tag deleted during
+/// the sweep does not come back into the tag list as a history without a `current` link.
+#[tokio::test]
+async fn a_tag_deleted_during_a_collection_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = RepoName::parse("team/app").unwrap();
+    let (reg, m, collector, go) = collection_paused_at_history_delete(dir.path()).await;
+    // A pin for `m` the collector will see, then the tag goes.
+    put(&reg, &repo, "t", &m, OCI_MANIFEST).await;
+    reg.delete_manifest(&repo, &Reference::parse("t").unwrap())
+        .await
+        .unwrap();
+    go.send(()).unwrap();
+    collector.await.unwrap().unwrap();
+
+    let tags = reg.list_tags(&repo, None, None).await.unwrap();
+    assert_eq!(tags.items(), ["n"]);
 }
