@@ -149,7 +149,7 @@ impl Registry {
     /// The per-repository manifest lock, striped. Pushes share it, deletes take it alone, so
     /// a delete racing a push of the same manifest ends in one order or the other, never with
     /// a tag naming a deleted revision. (Pushes racing each other are safe without it: every
-    /// write is atomic and the tag index is a superset.)
+    /// write is atomic and a tag's history names a digest before the tag points at it.)
     fn manifest_lock(&self, repo: &berth_oci::RepoName) -> &tokio::sync::RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
