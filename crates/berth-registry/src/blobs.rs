@@ -111,17 +111,27 @@ impl Registry {
     /// Unlinks a blob from a repository; the content stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.check_delete()?;
-        let link = layout::layer_link(repo, digest);
-        // Before and after: a check that read the link while it was going is voided either way.
-        self.inner.pins.unlinked(repo.as_str(), digest);
-        let deleted = self.driver().delete(&link.parent()).await;
-        self.inner.pins.unlinked(repo.as_str(), digest);
-        match deleted {
+        match self.unlink_layer(repo, digest).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown {
                 digest: digest.clone(),
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes `repo`'s layer link to `digest` (NotFound when there is none), and forgets
+    /// that this process verified it (`pins`): before and after the delete, so that a check
+    /// that read the link while it was going is voided either way.
+    pub(crate) async fn unlink_layer(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> berth_storage::Result<()> {
+        self.inner.pins.unlinked(repo.as_str(), digest);
+        let link = layout::layer_link(repo, digest);
+        let deleted = self.driver().delete(&link.parent()).await;
+        self.inner.pins.unlinked(repo.as_str(), digest);
+        deleted
     }
 }

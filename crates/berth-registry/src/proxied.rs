@@ -187,18 +187,11 @@ impl Registry {
         let revision = layout::revision_link(repo, digest);
         if read_link(self.driver(), &revision).await?.is_some() {
             // Tags first, then the revision, as a delete by digest does.
-            let tags = match self.driver().list(&layout::tags_dir(repo)).await {
-                Ok(tags) => tags,
-                Err(e) if e.is_not_found() => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            for name in tags {
-                let Ok(tag) = Tag::parse(&name) else { continue };
-                let current = layout::tag_current_link(repo, &tag);
-                if read_link(self.driver(), &current).await?.as_ref() == Some(digest) {
-                    ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
-                    self.inner.caches.link_written(&current);
-                }
+            for tag in self.tags_pointing_at(repo, digest).await? {
+                ignore_not_found(self.driver().delete(&layout::tag_dir(repo, &tag)).await)?;
+                self.inner
+                    .caches
+                    .link_written(&layout::tag_current_link(repo, &tag));
             }
             ignore_not_found(
                 self.driver()
@@ -207,12 +200,7 @@ impl Registry {
             )?;
             self.inner.caches.link_written(&revision);
         }
-        // Before and after: a check that read the link while it was going is voided either way.
-        self.inner.pins.unlinked(repo.as_str(), digest);
-        let layer = layout::layer_link(repo, digest);
-        let deleted = ignore_not_found(self.driver().delete(&layer.parent()).await);
-        self.inner.pins.unlinked(repo.as_str(), digest);
-        deleted
+        ignore_not_found(self.unlink_layer(repo, digest).await)
     }
 }
 

@@ -16,11 +16,15 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn registry(dir: &std::path::Path) -> Registry {
+    registry_on(Arc::new(FsDriver::new(dir).unwrap()))
+}
+
+fn registry_on(driver: Arc<dyn StorageDriver>) -> Registry {
     let options = Options {
         delete_enabled: true,
         ..Options::default()
     };
-    Registry::new(Arc::new(FsDriver::new(dir).unwrap()), options)
+    Registry::new(driver, options)
 }
 
 fn gc(delete_untagged: bool, grace_secs: u64) -> GcOptions {
@@ -699,12 +703,8 @@ async fn collection_paused_at_history_delete(
         inner: FsDriver::new(dir).unwrap(),
         pause: std::sync::Mutex::new(Some((paused_tx, go_rx))),
     };
-    let options = Options {
-        delete_enabled: true,
-        ..Options::default()
-    };
     // A registry of its own: pins the set-up wrote are not reused.
-    let reg = Registry::new(Arc::new(driver), options);
+    let reg = registry_on(Arc::new(driver));
     let collector = {
         let reg = reg.clone();
         tokio::spawn(async move { reg.garbage_collect(&gc(true, 60)).await })
